@@ -1,0 +1,17 @@
+"""cxvae: group-instance disentanglement with the Group VAE family and the Context-Aware VAE.
+
+An executable reproduction of "Context-Aware Variational Autoencoder" (CxVAE). The parts:
+
+* :mod:`cxvae.data` — the exam-scores generator and ragged groups (padded + mask);
+* :mod:`cxvae.model` — group encoders, instance encoders, decoders and :class:`GroupVAE`;
+* :mod:`cxvae.regularisers` — the MINE critics (single-observation and group-wise);
+* :mod:`cxvae.config` — run configuration, model presets and scales;
+* :mod:`cxvae.train` — training, checkpoints;
+* :mod:`cxvae.oracle` — the exact Bayes-optimal reference for the exam-scores model;
+* :mod:`cxvae.cli` — the ``cxvae`` command.
+"""
+__version__ = "0.1.0"
+
+from .config import PRESETS, SCALES, ModelConfig, RunConfig, make_run_config, model_preset  # noqa: F401
+from .data import GroupedData, DataError, from_groups, generate_exam_scores  # noqa: F401
+from .model import GroupVAE, load_model  # noqa: F401

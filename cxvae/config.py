@@ -1,0 +1,191 @@
+"""Configuration: dataclasses for a run, named model presets and named scales.
+
+A run is fully described by a :class:`RunConfig`; its resolved form is written as
+``config.json`` beside every result so that any number can be regenerated.
+
+Model presets (paper sections 2 and 4)::
+
+    ml-vae            product of normals  | q(v|x)    | no regulariser   (Bouchacourt et al. 2018)
+    ml-vae-corrected  product, prior-corr.| q(v|x)    | no regulariser   (eq. 1 taken literally)
+    gvae              average             | q(v|x)    | no regulariser   (Hosoya 2019)
+    gvae-ad           average             | q(v|x)    | single-obs MINE  (Nemeth 2020)
+    cxvae             Deep Sets           | q(v|x,u)  | group-wise MINE  (this paper)
+
+and every single-part ablation of cxvae (``cxvae-average``, ``cxvae-product``,
+``cxvae-product-corrected``, ``cxvae-unconditional``, ``cxvae-nemeth``, ``cxvae-none``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Dict
+
+__all__ = [
+    "ModelConfig", "DataConfig", "TrainConfig", "RunConfig",
+    "GROUP_ENCODERS", "INSTANCE_ENCODERS", "REGULARISERS", "DECODERS",
+    "PRESETS", "SCALES", "ConfigError", "model_preset", "scale_preset", "make_run_config",
+]
+
+GROUP_ENCODERS = ("average", "product", "product-corrected", "deepsets")
+INSTANCE_ENCODERS = ("unconditional", "conditional")
+REGULARISERS = ("none", "nemeth", "groupwise")
+DECODERS = ("true", "mlp")
+
+
+class ConfigError(ValueError):
+    """An unknown preset, scale or component name, or an inconsistent configuration."""
+
+
+def _choose(kind: str, name: str, valid) -> str:
+    if name not in valid:
+        raise ConfigError(f"unknown {kind} {name!r}; choose one of: {', '.join(valid)}")
+    return name
+
+
+@dataclass
+class ModelConfig:
+    """The parts of a Group VAE and their sizes.
+
+    ``group_encoder`` in :data:`GROUP_ENCODERS`, ``instance_encoder`` in
+    :data:`INSTANCE_ENCODERS`, ``regulariser`` in :data:`REGULARISERS`, ``decoder`` in
+    :data:`DECODERS`. Defaults are the exam-scores sizes: u 2-d, v 1-d, x 1-d, MLPs with 3 hidden
+    layers of 32 units. ``noise_std`` is the likelihood's standard deviation for the ``true``
+    decoder (the data's noise); the ``mlp`` decoder learns its own.
+    """
+
+    group_encoder: str = "deepsets"
+    instance_encoder: str = "conditional"
+    regulariser: str = "groupwise"
+    decoder: str = "true"
+    x_dim: int = 1
+    u_dim: int = 2
+    v_dim: int = 1
+    hidden: int = 32
+    depth: int = 3
+    noise_std: float = 0.1
+
+    def __post_init__(self) -> None:
+        _choose("group encoder", self.group_encoder, GROUP_ENCODERS)
+        _choose("instance encoder", self.instance_encoder, INSTANCE_ENCODERS)
+        _choose("regulariser", self.regulariser, REGULARISERS)
+        _choose("decoder", self.decoder, DECODERS)
+        for name in ("x_dim", "u_dim", "v_dim", "hidden", "depth"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1; got {getattr(self, name)}")
+        if self.decoder == "true" and (self.x_dim, self.u_dim, self.v_dim) != (1, 2, 1):
+            raise ConfigError("the 'true' exam-scores decoder needs x_dim=1, u_dim=2, v_dim=1; "
+                              f"got x_dim={self.x_dim}, u_dim={self.u_dim}, v_dim={self.v_dim} (use decoder='mlp')")
+        if not self.noise_std > 0:
+            raise ConfigError(f"noise_std must be positive; got {self.noise_std}")
+
+    @property
+    def min_group_size(self) -> int:
+        """Smallest group the model accepts: the MINE regularisers pair an observation with
+        another one of the same group, so they need two."""
+        return 2 if self.regulariser != "none" else 1
+
+
+@dataclass
+class DataConfig:
+    """The exam-scores data (paper section 3.1); train, validation and holdout groups are disjoint
+    slices of one sample drawn with ``seed``, the same for every model seed."""
+
+    n_train: int = 32_768
+    n_valid: int = 1_024
+    n_holdout: int = 4_096
+    mean_extra_size: float = 16.0
+    min_size: int = 8
+    noise_std: float = 0.1
+    seed: int = 20_240_601
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation. ``batch_size`` counts groups. ``reg_weight`` multiplies the mutual-information
+    estimate in the encoder's loss; the critic maximises the same estimate with its own Adam."""
+
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 3e-3
+    critic_lr: float = 1e-3
+    reg_weight: float = 1.0
+    lr_decay_to: float = 0.1  # cosine decay of lr to this fraction at the last step
+    grad_clip: float = 10.0
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines one training run."""
+
+    preset: str = "cxvae"
+    seed: int = 0
+    scale: str = "smoke"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    device: str = "auto"
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "RunConfig":
+        d = dict(d)
+        return cls(model=ModelConfig(**d.pop("model")), data=DataConfig(**d.pop("data")),
+                   train=TrainConfig(**d.pop("train")), **d)
+
+
+PRESETS: Dict[str, Dict[str, str]] = {
+    "ml-vae": dict(group_encoder="product", instance_encoder="unconditional", regulariser="none"),
+    "ml-vae-corrected": dict(group_encoder="product-corrected", instance_encoder="unconditional",
+                             regulariser="none"),
+    "gvae": dict(group_encoder="average", instance_encoder="unconditional", regulariser="none"),
+    "gvae-ad": dict(group_encoder="average", instance_encoder="unconditional", regulariser="nemeth"),
+    "cxvae": dict(group_encoder="deepsets", instance_encoder="conditional", regulariser="groupwise"),
+    # single-part ablations of cxvae (paper section 6.2, Figure 5)
+    "cxvae-average": dict(group_encoder="average", instance_encoder="conditional", regulariser="groupwise"),
+    "cxvae-product": dict(group_encoder="product", instance_encoder="conditional", regulariser="groupwise"),
+    "cxvae-product-corrected": dict(group_encoder="product-corrected", instance_encoder="conditional",
+                                    regulariser="groupwise"),
+    "cxvae-unconditional": dict(group_encoder="deepsets", instance_encoder="unconditional",
+                                regulariser="groupwise"),
+    "cxvae-nemeth": dict(group_encoder="deepsets", instance_encoder="conditional", regulariser="nemeth"),
+    "cxvae-none": dict(group_encoder="deepsets", instance_encoder="conditional", regulariser="none"),
+}
+
+SCALES: Dict[str, Dict[str, Dict[str, Any]]] = {
+    # a couple of seconds on a 2-core CPU: for tests, CI and smoke runs of the book
+    "smoke": dict(data=dict(n_train=2_048, n_valid=256, n_holdout=512),
+                  train=dict(epochs=4, batch_size=64)),
+    # the paper's data size (N = 32,768 training groups)
+    "paper": dict(data=dict(n_train=32_768, n_valid=1_024, n_holdout=4_096),
+                  train=dict(epochs=20, batch_size=128)),
+}
+
+
+def model_preset(name: str, **overrides: Any) -> ModelConfig:
+    """The :class:`ModelConfig` of preset ``name`` with ``overrides`` (e.g. ``decoder='mlp'``)."""
+    _choose("preset", name, tuple(PRESETS))
+    return ModelConfig(**{**PRESETS[name], **overrides})
+
+
+def scale_preset(name: str) -> Dict[str, Dict[str, Any]]:
+    """The data and training settings of scale ``name`` (``smoke`` or ``paper``)."""
+    return SCALES[_choose("scale", name, tuple(SCALES))]
+
+
+def make_run_config(preset: str = "cxvae", seed: int = 0, scale: str = "smoke", device: str = "auto",
+                    model: Dict[str, Any] | None = None, data: Dict[str, Any] | None = None,
+                    train: Dict[str, Any] | None = None) -> RunConfig:
+    """Resolve a preset and a scale (plus optional per-section overrides) into a RunConfig."""
+    sc = scale_preset(scale)
+    return RunConfig(
+        preset=preset, seed=int(seed), scale=scale, device=device,
+        model=model_preset(preset, **(model or {})),
+        data=DataConfig(**{**sc.get("data", {}), **(data or {})}),
+        train=TrainConfig(**{**sc.get("train", {}), **(train or {})}),
+    )

@@ -1,0 +1,316 @@
+"""The Group VAE family in one file: group encoders, instance encoders, decoders and the model.
+
+Generative model (paper section 2): ``u ~ N(0, I)``, ``v_k ~ N(0, I)``, ``x_k ~ p(x | u, v_k)``.
+Variational posterior: ``q(u | x) prod_k q(v_k | x_k)`` (GVAE) or ``q(u | x) prod_k q(v_k | x_k, u)``
+(CxVAE, paper section 4). Every posterior is a normal with diagonal covariance, returned as a
+``(mean, var)`` pair.
+
+Shapes: ``x (B, K, x_dim)``, ``mask (B, K)`` (True = observed, left aligned), ``u (B, u_dim)``,
+``v (B, K, v_dim)``. Padded positions never influence a real output.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import ModelConfig
+from .data import GroupedData, exam_scores_mean
+from .regularisers import make_regulariser
+
+Normal = Tuple[torch.Tensor, torch.Tensor]  # (mean, var)
+MIN_VAR = 1e-6
+
+
+# ---------------------------------------------------------------------------------------------
+# Building blocks
+# ---------------------------------------------------------------------------------------------
+class MLP(nn.Sequential):
+    """``depth`` hidden layers of ``hidden`` ReLU units, then a linear output layer."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: int = 32, depth: int = 3):
+        layers, width = [], in_dim
+        for _ in range(depth):
+            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            width = hidden
+        layers.append(nn.Linear(width, out_dim))
+        super().__init__(*layers)
+
+
+def masked_sum(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum of ``h (B, K, H)`` over the observed positions of each group -> ``(B, H)``."""
+    return (h * mask[..., None].to(h.dtype)).sum(dim=1)
+
+
+def masked_mean(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``h (B, K, H)`` over the observed positions of each group -> ``(B, H)``."""
+    return masked_sum(h, mask) / mask.sum(dim=1, keepdim=True).to(h.dtype)
+
+
+def split_normal(raw: torch.Tensor) -> Normal:
+    """Split the last dim of a network output into a mean and a positive variance."""
+    mean, raw_var = raw.chunk(2, dim=-1)
+    return mean, F.softplus(raw_var) + MIN_VAR
+
+
+def kl_to_standard_normal(mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    """``KL[N(mean, diag var) || N(0, I)]`` summed over the last dim (closed form).
+
+    ``0.5 * sum(var + mean^2 - 1 - log var)``; shapes ``(..., d) -> (...)``.
+    """
+    return 0.5 * (var + mean ** 2 - 1.0 - var.log()).sum(dim=-1)
+
+
+def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    """``log N(x; mean, diag var)`` summed over the last dim; ``(..., d) -> (...)``."""
+    return -0.5 * (((x - mean) ** 2) / var + var.log() + math.log(2 * math.pi)).sum(dim=-1)
+
+
+def sample_normal(mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    """Reparameterised sample ``mean + sqrt(var) * eps``."""
+    return mean + var.sqrt() * torch.randn_like(mean)
+
+
+# ---------------------------------------------------------------------------------------------
+# Group encoders q(u | x)  (paper section 2.2 and section 4, item 1)
+# ---------------------------------------------------------------------------------------------
+class AverageGroupEncoder(nn.Module):
+    """Hosoya (2019): encode each observation to ``(mu_k, Sigma_k)`` and average them (paper 2.2).
+
+    ``mu = 1/K sum_k mu_k``, ``Sigma = 1/K sum_k Sigma_k``; the averages are taken over the
+    per-observation posteriors, before any other pooling.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.per_observation = MLP(cfg.x_dim, 2 * cfg.u_dim, cfg.hidden, cfg.depth)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> Normal:
+        mean_k, var_k = split_normal(self.per_observation(x))  # (B, K, u_dim) each
+        return masked_mean(mean_k, mask), masked_mean(var_k, mask)
+
+
+class ProductGroupEncoder(nn.Module):
+    """Bouchacourt et al. (2018), ML-VAE: a product of the per-observation normals (paper 2.2).
+
+    ``Sigma^-1 = sum_k Sigma_k^-1`` and ``mu^T Sigma^-1 = sum_k mu_k^T Sigma_k^-1``: precisions
+    add and the mean is precision weighted. By eq. (1) this counts the prior K times.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.per_observation = MLP(cfg.x_dim, 2 * cfg.u_dim, cfg.hidden, cfg.depth)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> Normal:
+        mean_k, var_k = split_normal(self.per_observation(x))
+        precision = masked_sum(1.0 / var_k, mask)  # (B, u_dim)
+        mean = masked_sum(mean_k / var_k, mask) / precision
+        return mean, 1.0 / precision
+
+
+class CorrectedProductGroupEncoder(nn.Module):
+    """ML-VAE with the K-1 surplus priors of eq. (1) divided out, for the N(0, I) prior.
+
+    Each observation contributes a Gaussian *likelihood factor* with mean ``m_k`` and precision
+    ``l_k >= 0``; the group posterior is ``prior x prod_k factor_k``::
+
+        precision = 1 + sum_k l_k,    mean = (sum_k l_k m_k) / (1 + sum_k l_k).
+
+    This is exactly eq. (1), ``q(u|x) ∝ q(u)^-(K-1) prod_k q(u|x_k)``, when each per-observation
+    posterior is ``q(u|x_k) = N(0, I) x factor_k`` (precision ``1 + l_k``, mean
+    ``l_k m_k / (1 + l_k)``): dividing out K-1 priors leaves one prior times all factors. Unlike
+    dividing normals directly, this parameterisation is a valid normal for every K.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.per_observation = MLP(cfg.x_dim, 2 * cfg.u_dim, cfg.hidden, cfg.depth)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> Normal:
+        m_k, raw_precision = self.per_observation(x).chunk(2, dim=-1)
+        l_k = F.softplus(raw_precision)  # likelihood precisions, >= 0
+        precision = 1.0 + masked_sum(l_k, mask)
+        return masked_sum(l_k * m_k, mask) / precision, 1.0 / precision
+
+
+class DeepSetsGroupEncoder(nn.Module):
+    """CxVAE (paper section 4, item 1): ``mu, Sigma = E_B(sum_k E_A(x_k))`` (Zaheer et al. 2017)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.element = MLP(cfg.x_dim, cfg.hidden, cfg.hidden, cfg.depth)  # E_A
+        self.pooled = MLP(cfg.hidden, 2 * cfg.u_dim, cfg.hidden, cfg.depth)  # E_B
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> Normal:
+        return split_normal(self.pooled(masked_sum(self.element(x), mask)))
+
+
+GROUP_ENCODER_CLASSES = {
+    "average": AverageGroupEncoder,
+    "product": ProductGroupEncoder,
+    "product-corrected": CorrectedProductGroupEncoder,
+    "deepsets": DeepSetsGroupEncoder,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Instance encoders q(v_k | x_k) and q(v_k | x_k, u)  (paper section 4, item 2)
+# ---------------------------------------------------------------------------------------------
+class InstanceEncoder(nn.Module):
+    """``q(v_k | x_k)`` (``conditional=False``) or ``q(v_k | x_k, u)`` (``conditional=True``).
+
+    The conditional encoder reads the concatenation ``[x_k, u]``; the caller passes the *same*
+    sample of u that the decoder and the KL term use.
+    """
+
+    def __init__(self, cfg: ModelConfig, conditional: bool):
+        super().__init__()
+        self.conditional = conditional
+        in_dim = cfg.x_dim + (cfg.u_dim if conditional else 0)
+        self.net = MLP(in_dim, 2 * cfg.v_dim, cfg.hidden, cfg.depth)
+
+    def forward(self, x: torch.Tensor, u: Optional[torch.Tensor]) -> Normal:
+        if self.conditional:
+            if u is None:
+                raise ValueError("the conditional instance encoder q(v|x,u) needs a group code u")
+            x = torch.cat([x, u[:, None, :].expand(-1, x.shape[1], -1)], dim=-1)  # (B, K, x+u)
+        return split_normal(self.net(x))
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoders p(x | u, v)
+# ---------------------------------------------------------------------------------------------
+class ExamScoresDecoder(nn.Module):
+    """The true generative model of paper 3.1 used as the decoder, as the paper does:
+    ``x = 2 mu + (sigma^2 + 1) v`` with Gaussian noise of the data's standard deviation."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.register_buffer("log_var", torch.tensor([2.0 * math.log(cfg.noise_std)]))
+
+    def forward(self, u: torch.Tensor, v: torch.Tensor) -> Normal:
+        mean = exam_scores_mean(u[:, None, :], v)  # (B, K, 1)
+        return mean, self.log_var.exp().expand_as(mean)
+
+
+class MLPDecoder(nn.Module):
+    """A neural decoder ``x ~ N(f([u, v]), diag s^2)`` with a learned per-dimension noise s."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.net = MLP(cfg.u_dim + cfg.v_dim, cfg.x_dim, cfg.hidden, cfg.depth)
+        self.log_var = nn.Parameter(torch.zeros(cfg.x_dim))
+
+    def forward(self, u: torch.Tensor, v: torch.Tensor) -> Normal:
+        h = torch.cat([u[:, None, :].expand(-1, v.shape[1], -1), v], dim=-1)  # (B, K, u+v)
+        mean = self.net(h)
+        return mean, (self.log_var.exp() + MIN_VAR).expand_as(mean)
+
+
+DECODER_CLASSES = {"true": ExamScoresDecoder, "mlp": MLPDecoder}
+
+
+# ---------------------------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------------------------
+class GroupVAE(nn.Module):
+    """A Group VAE with a swappable group encoder, instance encoder, regulariser and decoder.
+
+    ``GroupVAE(model_preset("cxvae"))`` is the CxVAE; ``model_preset("ml-vae")`` the ML-VAE, etc.
+    The regulariser's critic lives in ``self.regulariser`` (None for ``'none'``); its parameters
+    are kept apart from the VAE's (:meth:`vae_parameters`, :meth:`critic_parameters`) because the
+    two are optimised adversarially.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.group_encoder = GROUP_ENCODER_CLASSES[cfg.group_encoder](cfg)
+        self.instance_encoder = InstanceEncoder(cfg, conditional=cfg.instance_encoder == "conditional")
+        self.decoder = DECODER_CLASSES[cfg.decoder](cfg)
+        self.regulariser = make_regulariser(cfg)
+
+    # -- parameters ---------------------------------------------------------------------------
+    def vae_parameters(self):
+        return [p for name, p in self.named_parameters() if not name.startswith("regulariser.")]
+
+    def critic_parameters(self):
+        return [] if self.regulariser is None else list(self.regulariser.parameters())
+
+    # -- checks -------------------------------------------------------------------------------
+    def check_batch(self, batch: GroupedData) -> None:
+        """Raise a clear :class:`~cxvae.data.DataError` if the batch does not fit this model."""
+        batch.validate(self.cfg.min_group_size, what=f"the {self.cfg.regulariser!r} regulariser"
+                       if self.cfg.regulariser != "none" else "this model")
+        if batch.x_dim != self.cfg.x_dim:
+            from .data import DataError
+            raise DataError(f"the model expects observations with x_dim={self.cfg.x_dim}; got {batch.x_dim}")
+
+    # -- inference ----------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor, mask: torch.Tensor, sample: bool = True) -> Dict[str, torch.Tensor]:
+        """Infer the codes of a batch of groups.
+
+        Returns a dict with ``u_mean, u_var (B, u_dim)``, ``u (B, u_dim)`` (a sample, or the mean
+        when ``sample=False``), ``v_mean, v_var (B, K, v_dim)`` (the conditional encoder reads
+        that ``u``) and ``v (B, K, v_dim)`` (a sample, or the mean).
+        """
+        u_mean, u_var = self.group_encoder(x, mask)
+        u = sample_normal(u_mean, u_var) if sample else u_mean
+        v_mean, v_var = self.instance_encoder(x, u)
+        v = sample_normal(v_mean, v_var) if sample else v_mean
+        return dict(u_mean=u_mean, u_var=u_var, u=u, v_mean=v_mean, v_var=v_var, v=v)
+
+    def decode(self, u: torch.Tensor, v: torch.Tensor) -> Normal:
+        """``p(x | u, v)``: ``u (B, u_dim)``, ``v (B, K, v_dim)`` -> mean, var ``(B, K, x_dim)``."""
+        return self.decoder(u, v)
+
+    # -- objective ----------------------------------------------------------------------------
+    def elbo_terms(self, x: torch.Tensor, mask: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """One-sample ELBO of each group (paper section 2.1), with its parts, all ``(B,)``.
+
+        ``elbo = sum_k E_q log p(x_k | u, v_k) - KL[q(u|x) || p(u)] - sum_k KL[q(v_k|.) || p(v)]``
+        with reparameterised samples and closed-form Gaussian KLs (for q(v|x,u) the KL is taken
+        at the sampled u). Also returns the codes of :meth:`encode`.
+        """
+        codes = self.encode(x, mask, sample=True)
+        x_mean, x_var = self.decode(codes["u"], codes["v"])
+        m = mask.to(x.dtype)
+        log_lik = (gaussian_log_prob(x, x_mean, x_var) * m).sum(dim=1)
+        kl_u = kl_to_standard_normal(codes["u_mean"], codes["u_var"])
+        kl_v = (kl_to_standard_normal(codes["v_mean"], codes["v_var"]) * m).sum(dim=1)
+        return dict(codes, log_lik=log_lik, kl_u=kl_u, kl_v=kl_v, elbo=log_lik - kl_u - kl_v)
+
+    def losses(self, batch: GroupedData) -> Dict[str, torch.Tensor]:
+        """The training losses of one batch, per observation.
+
+        ``vae_loss = -ELBO / n_obs + reg_weight * I_hat`` is minimised by the VAE;
+        ``critic_loss = -I_hat`` (on detached codes) by the critic, where ``I_hat`` is the
+        regulariser's Donsker-Varadhan estimate (eq. 2 or eq. 3; zero without a regulariser).
+        ``reg_weight`` is applied by the trainer; here ``mi`` is returned unweighted.
+        """
+        terms = self.elbo_terms(batch.x, batch.mask)
+        n_obs = batch.mask.sum().to(batch.x.dtype)
+        out = dict(neg_elbo=-terms["elbo"].sum() / n_obs, kl_u=terms["kl_u"].sum() / n_obs,
+                   kl_v=terms["kl_v"].sum() / n_obs, log_lik=terms["log_lik"].sum() / n_obs)
+        if self.regulariser is not None:
+            pairs = self.regulariser.sample_pairs(batch.mask)
+            out["mi"] = self.regulariser(batch.x, terms["v"], batch.mask, pairs)
+            out["critic_loss"] = -self.regulariser(batch.x, terms["v"].detach(), batch.mask, pairs)
+        else:
+            out["mi"] = torch.zeros((), device=batch.x.device)
+        return out
+
+
+def load_model(path, map_location="cpu") -> Tuple[GroupVAE, dict]:
+    """Load a checkpoint written by :func:`cxvae.train.save_checkpoint` (no pickle execution:
+    ``torch.load(weights_only=True)``). Returns the model (eval mode) and the run config dict."""
+    import json
+
+    blob = torch.load(path, map_location=map_location, weights_only=True)
+    config = json.loads(blob["config_json"])
+    model = GroupVAE(ModelConfig(**config["model"]))
+    model.load_state_dict(blob["state_dict"])
+    return model.eval(), config
