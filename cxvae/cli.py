@@ -10,6 +10,8 @@ from typing import Optional, Sequence
 
 from .config import (DECODERS, GROUP_ENCODERS, INSTANCE_ENCODERS, PRESETS, REGULARISERS, SCALES,
                      ConfigError, make_run_config)
+from .data import DataError
+from .train import TrainingDiverged
 
 __all__ = ["main", "build_parser"]
 
@@ -49,6 +51,54 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_evaluate(args) -> int:
+    from .config import RunConfig
+    from .evaluation import ModelScorer
+    from .model import load_model
+    from .runner import score
+    from .train import make_splits, resolve_device
+
+    device = resolve_device(args.device)
+    model, config = load_model(args.checkpoint, map_location=device)
+    cfg = RunConfig.from_dict(config)
+    if args.scale is not None:  # score on another scale's data (same generator, other sizes)
+        cfg = make_run_config(cfg.preset, seed=cfg.seed, scale=args.scale, device=args.device)
+    splits = {k: v.to(device) for k, v in make_splits(cfg.data).items()}
+    metrics = score(ModelScorer(model, n_samples=cfg.eval.iwae_samples, seed=cfg.seed), cfg, splits)
+    width = max(map(len, metrics))
+    for name, value in metrics.items():
+        print(f"{name:<{width}}  {value:.4f}")
+    return 0
+
+
+def _cmd_sweep(args) -> int:
+    from .runner import main_sweep_summary, parse_seeds, sweep
+
+    presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+    for p in presets:
+        make_run_config(p)  # unknown names fail here, before any training
+    command = "cxvae " + " ".join(sys.argv[1:]) if args.command_line is None else args.command_line
+    sweep(presets, parse_seeds(args.seeds), scale=args.scale, device=args.device, out=args.out,
+          progress=not args.quiet, command=command)
+    print(main_sweep_summary(args.out))
+    return 0
+
+
+def _cmd_oracle(args) -> int:
+    from .runner import run_oracle
+
+    metrics = run_oracle(scale=args.scale, out=args.out)
+    print("oracle (exact Bayes-optimal reference): " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    return 0
+
+
+def _cmd_summary(args) -> int:
+    from .runner import main_sweep_summary
+
+    print(main_sweep_summary(args.out))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cxvae", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -58,6 +108,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/train", help="output folder (default runs/train)")
     _add_run_options(p)
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="score a checkpoint (model.pt) on its scale's holdout groups")
+    p.add_argument("checkpoint")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--scale", default=None, help="score on this scale's data instead of the run's own")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("sweep", help="train and score many presets and seeds; resumable")
+    p.add_argument("--presets", default="ml-vae,gvae,gvae-ad,cxvae", help="comma-separated preset names")
+    p.add_argument("--seeds", default="0-2", help="e.g. 0-99 or 0,1,2 (default 0-2)")
+    p.add_argument("--scale", default="smoke", help=f"one of: {', '.join(SCALES)}")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default="results/sweep")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser("oracle", help="score the exact Bayes-optimal reference; writes oracle.csv")
+    p.add_argument("--scale", default="smoke", help=f"one of: {', '.join(SCALES)}")
+    p.add_argument("--out", default="results/sweep")
+    p.set_defaults(func=_cmd_oracle)
+
+    p = sub.add_parser("summary", help="print the median [95% interval] table of a study folder")
+    p.add_argument("--out", default="results/sweep")
+    p.set_defaults(func=_cmd_summary)
     return parser
 
 
@@ -67,7 +142,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, ValueError, RuntimeError) as err:  # user errors: one clear line, no traceback
+    except (ConfigError, DataError, TrainingDiverged, FileNotFoundError) as err:  # user errors: one line, no traceback
         print(f"cxvae {args.command}: error: {err}", file=sys.stderr)
         return 2
 

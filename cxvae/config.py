@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict
 
 __all__ = [
-    "ModelConfig", "DataConfig", "TrainConfig", "RunConfig",
+    "ModelConfig", "DataConfig", "TrainConfig", "EvalConfig", "RunConfig",
     "GROUP_ENCODERS", "INSTANCE_ENCODERS", "REGULARISERS", "DECODERS",
     "PRESETS", "SCALES", "ConfigError", "model_preset", "scale_preset", "make_run_config",
 ]
@@ -115,6 +115,18 @@ class TrainConfig:
 
 
 @dataclass
+class EvalConfig:
+    """How models are scored (:mod:`cxvae.metrics`): importance samples of the likelihood bound,
+    the probes' fixed budget and the seed of the translation pairs."""
+
+    iwae_samples: int = 64
+    probe_steps: int = 400
+    probe_max_train: int = 4096
+    probe_seed: int = 0
+    translation_seed: int = 0
+
+
+@dataclass
 class RunConfig:
     """Everything that defines one training run."""
 
@@ -124,6 +136,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     device: str = "auto"
 
     def to_dict(self) -> Dict[str, Any]:
@@ -136,7 +149,7 @@ class RunConfig:
     def from_dict(cls, d: Dict[str, Any]) -> "RunConfig":
         d = dict(d)
         return cls(model=ModelConfig(**d.pop("model")), data=DataConfig(**d.pop("data")),
-                   train=TrainConfig(**d.pop("train")), **d)
+                   train=TrainConfig(**d.pop("train")), eval=EvalConfig(**d.pop("eval", {})), **d)
 
 
 PRESETS: Dict[str, Dict[str, str]] = {
@@ -160,10 +173,12 @@ PRESETS: Dict[str, Dict[str, str]] = {
 SCALES: Dict[str, Dict[str, Dict[str, Any]]] = {
     # a couple of seconds on a 2-core CPU: for tests, CI and smoke runs of the book
     "smoke": dict(data=dict(n_train=2_048, n_valid=256, n_holdout=512),
-                  train=dict(epochs=4, batch_size=64)),
+                  train=dict(epochs=4, batch_size=64),
+                  eval=dict(iwae_samples=16, probe_steps=200, probe_max_train=1024)),
     # the paper's data size (N = 32,768 training groups)
     "paper": dict(data=dict(n_train=32_768, n_valid=1_024, n_holdout=4_096),
-                  train=dict(epochs=20, batch_size=128)),
+                  train=dict(epochs=20, batch_size=128),
+                  eval=dict(iwae_samples=64, probe_steps=400, probe_max_train=4096)),
 }
 
 
@@ -180,7 +195,7 @@ def scale_preset(name: str) -> Dict[str, Dict[str, Any]]:
 
 def make_run_config(preset: str = "cxvae", seed: int = 0, scale: str = "smoke", device: str = "auto",
                     model: Dict[str, Any] | None = None, data: Dict[str, Any] | None = None,
-                    train: Dict[str, Any] | None = None) -> RunConfig:
+                    train: Dict[str, Any] | None = None, eval: Dict[str, Any] | None = None) -> RunConfig:
     """Resolve a preset and a scale (plus optional per-section overrides) into a RunConfig."""
     sc = scale_preset(scale)
     return RunConfig(
@@ -188,4 +203,5 @@ def make_run_config(preset: str = "cxvae", seed: int = 0, scale: str = "smoke", 
         model=model_preset(preset, **(model or {})),
         data=DataConfig(**{**sc.get("data", {}), **(data or {})}),
         train=TrainConfig(**{**sc.get("train", {}), **(train or {})}),
+        eval=EvalConfig(**{**sc.get("eval", {}), **(eval or {})}),
     )

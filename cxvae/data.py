@@ -217,13 +217,16 @@ def from_groups(groups: Sequence, *, dtype: torch.dtype = torch.float32) -> Grou
         raise DataError("no groups were given")
     arrays = []
     for i, g in enumerate(groups):
-        a = torch.as_tensor(np.asarray(g, dtype=np.float64), dtype=dtype)
+        try:
+            a = torch.as_tensor(np.asarray(g, dtype=np.float64), dtype=dtype)
+        except (TypeError, ValueError) as err:
+            raise DataError(f"group {i} is not a numeric array of shape (K,) or (K, x_dim): {err}") from None
         if a.dim() == 1:
             a = a[:, None]
         if a.dim() != 2:
             raise DataError(f"group {i} must be 1-D (K,) or 2-D (K, x_dim); got shape {tuple(a.shape)}")
-        if a.shape[0] == 0:
-            raise DataError(f"group {i} is empty")
+        if a.shape[0] == 0 or a.shape[1] == 0:
+            raise DataError(f"group {i} is empty (shape {tuple(a.shape)})")
         arrays.append(a)
     dims = {a.shape[1] for a in arrays}
     if len(dims) != 1:

@@ -16,7 +16,7 @@ import torch
 from .data import GroupBatchLoader, GroupedData
 from .model import GroupVAE, gaussian_log_prob
 
-__all__ = ["ModelScorer", "iwae_log_marginal"]
+__all__ = ["ModelScorer", "TrueFactorScorer", "iwae_log_marginal"]
 
 
 def iwae_log_marginal(model: GroupVAE, x: torch.Tensor, mask: torch.Tensor, n_samples: int) -> torch.Tensor:
@@ -99,3 +99,49 @@ class ModelScorer:
                 total -= float(iwae_log_marginal(self.model, b.x, b.mask, self.n_samples).sum())
                 n_obs += b.n_observations
         return total / n_obs
+
+
+class TrueFactorScorer:
+    """A reference "encoder" that returns the ground-truth factors (optionally distorted).
+
+    Used for the known-answer tests of :mod:`cxvae.metrics` and in the book: the true factors
+    should score best on ``u_probe_mse`` and ``instance_probe_mse``, and translate perfectly.
+
+    Args:
+        group_code: ``'true'`` (u itself), ``'constant'`` (zeros: no group information).
+        instance_code: ``'true'`` (v itself), ``'constant'`` (zeros), ``'leaky'`` (v plus the
+            group's mu: group information copied into every instance code).
+    """
+
+    def __init__(self, group_code: str = "true", instance_code: str = "true"):
+        if group_code not in ("true", "constant") or instance_code not in ("true", "constant", "leaky"):
+            raise ValueError(f"unknown code kind: group_code={group_code!r}, instance_code={instance_code!r}")
+        self.group_code, self.instance_code = group_code, instance_code
+
+    def codes(self, data: GroupedData) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(N, 2)`` group codes and ``(N, K_max, 1)`` instance codes."""
+        u, v = data.u.cpu(), data.v.cpu()
+        group = u if self.group_code == "true" else torch.zeros_like(u)
+        if self.instance_code == "true":
+            inst = v
+        elif self.instance_code == "constant":
+            inst = torch.zeros_like(v)
+        else:
+            inst = (v + u[:, None, :1]) * data.mask.cpu()[..., None]
+        return group, inst
+
+    def reconstruction(self, data: GroupedData) -> torch.Tensor:
+        """The noiseless mean ``2 mu + (sigma^2 + 1) v`` of each observation, ``(N, K_max, 1)``."""
+        from .data import exam_scores_mean
+
+        return exam_scores_mean(data.u.cpu()[:, None, :], data.v.cpu()) * data.mask.cpu()[..., None]
+
+    def translation(self, data: GroupedData, target: torch.Tensor) -> torch.Tensor:
+        """The ground-truth translation (:func:`cxvae.data.true_translation`)."""
+        from .data import true_translation
+
+        return true_translation(data.to("cpu"), target)
+
+    def nll_per_observation(self, data: GroupedData) -> float:
+        """Not defined for a factor "encoder" without a likelihood: NaN."""
+        return float("nan")

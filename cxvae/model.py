@@ -69,9 +69,18 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) ->
     return -0.5 * (((x - mean) ** 2) / var + var.log() + math.log(2 * math.pi)).sum(dim=-1)
 
 
-def sample_normal(mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
-    """Reparameterised sample ``mean + sqrt(var) * eps``."""
-    return mean + var.sqrt() * torch.randn_like(mean)
+def sample_normal(mean: torch.Tensor, var: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Reparameterised sample ``mean + sqrt(var) * eps``.
+
+    With ``mask (B, K)`` (for per-observation codes ``(B, K, d)``), noise is drawn for the observed
+    positions only, in group order, so a seeded sample does not depend on the padding.
+    """
+    if mask is None:
+        eps = torch.randn_like(mean)
+    else:
+        eps = torch.zeros_like(mean)
+        eps[mask] = torch.randn(int(mask.sum()), mean.shape[-1], dtype=mean.dtype, device=mean.device)
+    return mean + var.sqrt() * eps
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,7 +269,7 @@ class GroupVAE(nn.Module):
         u_mean, u_var = self.group_encoder(x, mask)
         u = sample_normal(u_mean, u_var) if sample else u_mean
         v_mean, v_var = self.instance_encoder(x, u)
-        v = sample_normal(v_mean, v_var) if sample else v_mean
+        v = sample_normal(v_mean, v_var, mask) if sample else v_mean
         return dict(u_mean=u_mean, u_var=u_var, u=u, v_mean=v_mean, v_var=v_var, v=v)
 
     def decode(self, u: torch.Tensor, v: torch.Tensor) -> Normal:

@@ -35,7 +35,7 @@ def donsker_varadhan(t_joint: torch.Tensor, t_marginal: torch.Tensor, mask: torc
 
     Shapes: ``t_joint, t_marginal, mask (B, K)`` -> scalar.
     """
-    n = mask.sum()
+    n = mask.sum().to(t_joint.dtype)
     mean_joint = t_joint.masked_fill(~mask, 0.0).sum() / n
     log_mean_exp = torch.logsumexp(t_marginal.masked_fill(~mask, -math.inf).flatten(), dim=0) - n.log()
     return mean_joint - log_mean_exp
@@ -56,12 +56,18 @@ def sample_pairs(mask: torch.Tensor) -> Dict[str, torch.Tensor]:
         raise DataError("the mutual-information regulariser needs groups of at least 2 observations; "
                         f"this batch has {int((sizes < 2).sum())} smaller group(s)")
     device = mask.device
+
+    def uniform():  # U(0, 1) at observed positions only (in group order), so padding changes nothing
+        out = torch.zeros(batch, k_max, device=device)
+        out[mask] = torch.rand(int(mask.sum()), device=device)
+        return out
+
     positions = torch.arange(k_max, device=device)[None, :]
-    offset = 1 + (torch.rand(batch, k_max, device=device) * (sizes - 1)[:, None]).long()  # in 1..K_i-1
+    offset = 1 + (uniform() * (sizes - 1)[:, None]).long()  # in 1..K_i-1
     same_group_other = (positions + offset) % sizes[:, None]
-    shift = 1 + (torch.rand(batch, k_max, device=device) * (batch - 1)).long()  # in 1..B-1
+    shift = 1 + (uniform() * (batch - 1)).long()  # in 1..B-1
     other_group = (torch.arange(batch, device=device)[:, None] + shift) % batch
-    other_group_obs = (torch.rand(batch, k_max, device=device) * sizes[other_group]).long()
+    other_group_obs = (uniform() * sizes[other_group]).long()
     return dict(same_group_other=same_group_other, other_group=other_group, other_group_obs=other_group_obs)
 
 

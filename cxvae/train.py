@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .config import RunConfig
+from .config import ConfigError, RunConfig
 from .data import GroupBatchLoader, GroupedData, generate_exam_scores
 from .model import GroupVAE
 
@@ -35,9 +35,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} was asked for but CUDA is not available here; use --device cpu")
+        raise ConfigError(f"device {name!r} was asked for but CUDA is not available here; use --device cpu")
     if name != "cpu" and not name.startswith("cuda"):
-        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
     return torch.device(name)
 
 

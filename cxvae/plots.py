@@ -1,0 +1,318 @@
+"""Plotting functions for the book, in one house style.
+
+Every function returns a :class:`matplotlib.figure.Figure` and never shows it, saves it or prints.
+The figures are made with :class:`~matplotlib.figure.Figure` directly, not through ``pyplot``, so
+a notebook shows a figure exactly once: when it is the value of the cell (or passed to
+``display`` / myst-nb ``glue``). Save with ``fig.savefig(path)``. Each function draws inside
+``matplotlib.rc_context(STYLE)``, so figures look the same whether or not :func:`apply_style`
+was called; call it to give a chapter's own figures the same look.
+
+Colours: one fixed colour per model preset (:data:`PRESET_COLOURS`). The models of the main
+comparison (paper Figure 4) take the Okabe-Ito palette, the ablations of CxVAE (paper Figure 5)
+Paul Tol's "muted" palette plus CxVAE's own green; both palettes are colour-blind friendly, and the
+colours within each figure are distinct. Random jitter is seeded, so figures are repeatable.
+"""
+from __future__ import annotations
+
+from typing import Dict, Mapping, Optional, Sequence, Union
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+
+__all__ = [
+    "STYLE", "PRESET_COLOURS", "METRIC_LABELS", "apply_style", "preset_colour",
+    "plot_product_bias", "plot_exam_scores", "plot_training_curves", "plot_metric_boxes",
+    "plot_translation",
+]
+
+# Okabe & Ito (2008), "Color Universal Design"
+OKABE_ITO = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7"]
+
+PRESET_COLOURS: Dict[str, str] = {
+    # the exact reference and the main comparison (Okabe-Ito)
+    "oracle": "#000000",                   # black
+    "ml-vae": "#D55E00",                   # vermillion
+    "ml-vae-corrected": "#E69F00",         # orange
+    "gvae": "#56B4E9",                     # sky blue
+    "gvae-ad": "#0072B2",                  # blue
+    "cxvae": "#009E73",                    # bluish green
+    # single-part ablations of cxvae (Paul Tol's muted palette)
+    "cxvae-average": "#332288",            # indigo
+    "cxvae-product": "#CC6677",            # rose
+    "cxvae-product-corrected": "#DDCC77",  # sand
+    "cxvae-unconditional": "#AA4499",      # purple
+    "cxvae-nemeth": "#999933",             # olive
+    "cxvae-none": "#882255",               # wine
+}
+
+_FALLBACK_COLOURS = ["#7F7F7F", "#8C564B", "#17BECF", "#BCBD22", "#44AA99", "#88CCEE"]
+
+METRIC_LABELS: Dict[str, str] = {
+    "recon_mse": "holdout reconstruction MSE",
+    "holdout_nll": "holdout NLL per observation",
+    "translation_mse": "translation MSE",
+    "u_probe_mse": "u-probing MSE",
+    "v_probe_mse": "v-probing MSE",
+    "instance_probe_mse": "instance-probing MSE",
+}
+
+# The house style: rcParams for a book page (figures ~7 in wide, read at 100 %).
+STYLE: Dict[str, object] = {
+    "font.size": 10,
+    "axes.titlesize": 10,
+    "axes.labelsize": 10,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "legend.fontsize": 9,
+    "legend.frameon": False,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.prop_cycle": matplotlib.cycler(color=OKABE_ITO[1:] + OKABE_ITO[:1]),
+    "lines.linewidth": 1.6,
+    "lines.markersize": 4,
+    "figure.dpi": 100,
+    "savefig.dpi": 200,
+    "savefig.bbox": "tight",
+}
+
+
+def apply_style() -> None:
+    """Set the house style (:data:`STYLE`) in ``matplotlib.rcParams`` for the whole session."""
+    matplotlib.rcParams.update(STYLE)
+
+
+def preset_colour(preset: str, index: int = 0) -> str:
+    """The colour of ``preset``; an unknown name gets a grey-ish fallback picked by ``index``."""
+    return PRESET_COLOURS.get(preset, _FALLBACK_COLOURS[index % len(_FALLBACK_COLOURS)])
+
+
+def _figure(width: float, height: float, nrows: int = 1, ncols: int = 1, **subplot_kw):
+    """A constrained-layout Figure (not registered with pyplot) and its axes array."""
+    fig = Figure(figsize=(width, height), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, **subplot_kw)
+    return fig, axes
+
+
+def _jitter(rng: np.random.Generator, n: int, width: float = 0.28) -> np.ndarray:
+    return rng.uniform(-width, width, size=n)
+
+
+def _as_1d(values) -> np.ndarray:
+    if hasattr(values, "detach"):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values, dtype=float).reshape(-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Section 2.2: the bias of the plain product of posteriors
+# ---------------------------------------------------------------------------------------------
+def plot_product_bias(table: pd.DataFrame) -> Figure:
+    """Mean shrinkage and variance ratio of the plain product vs K (from
+    :func:`cxvae.bias.product_bias_table`).
+
+    Left: plain-product mean / exact mean, one line per ``noise_std``, and the corrected product
+    of eq. (1) (1 for every s); right: plain-product variance / exact variance. Dashed lines mark
+    the K -> infinity limit ``1/(1 + s^2)`` of both ratios. K is on a log2 axis.
+    """
+    with matplotlib.rc_context(STYLE):
+        fig, axes = _figure(7.5, 3.6, 1, 2, sharey=True)
+        ax_mean, ax_var = axes[0]
+        noise_stds = sorted(table["noise_std"].unique())
+        colours = [OKABE_ITO[i] for i in (5, 1, 3, 7, 2, 6)]
+        for i, s in enumerate(noise_stds):
+            rows = table[table["noise_std"] == s].sort_values("K")
+            colour = colours[i % len(colours)]
+            for ax, column in ((ax_mean, "mean_shrinkage"), (ax_var, "var_ratio")):
+                ax.plot(rows["K"], rows[column], color=colour, label=f"plain product, s = {s:g}")
+                ax.axhline(1.0 / (1.0 + s ** 2), color=colour, linestyle="--", linewidth=0.9)
+        K = np.sort(table["K"].unique())
+        corrected = table.groupby("K")[["corrected_mean_shrinkage", "corrected_var_ratio"]].mean().reindex(K)
+        for ax, column in ((ax_mean, "corrected_mean_shrinkage"), (ax_var, "corrected_var_ratio")):
+            ax.plot(K, corrected[column].to_numpy(), color="black", linestyle=":",
+                    label="corrected product, eq. (1)")
+        ax_mean.set(title="posterior mean / exact mean", xlabel="group size K", ylabel="ratio",
+                    ylim=(0, 1.08))
+        ax_var.set(title="posterior variance / exact variance", xlabel="group size K")
+        for ax in (ax_mean, ax_var):
+            ax.set_xscale("log", base=2)
+        handles, labels = ax_mean.get_legend_handles_labels()
+        handles.append(Line2D([], [], color="grey", linestyle="--", linewidth=0.9))
+        labels.append(r"limit $1/(1+s^2)$")
+        fig.legend(handles, labels, loc="outside lower center", ncol=3)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Section 3.1: the exam-scores data (paper Figure 2)
+# ---------------------------------------------------------------------------------------------
+def plot_exam_scores(data, n_groups: int = 12, seed: int = 0) -> Figure:
+    """Scores of ``n_groups`` randomly chosen groups, one column per group (paper Figure 2).
+
+    Args:
+        data: :class:`cxvae.data.GroupedData` with ``x (N, K, 1)``, ``mask (N, K)`` and, if
+            known, ``u (N, 2)``. Columns are sorted by the true ``mu`` (by the sample mean when
+            ``u`` is None); a short black bar marks ``2 mu``, the group's expected score, and the
+            tick labels give ``mu`` and ``|sigma|`` (the sign of sigma is not identifiable).
+        n_groups: how many groups to show (at most N).
+        seed: picks the groups and the horizontal jitter.
+    """
+    rng = np.random.default_rng(seed)
+    n_show = min(int(n_groups), data.n_groups)
+    index = np.sort(rng.choice(data.n_groups, size=n_show, replace=False))
+    x = data.x[..., 0].detach().cpu().numpy()
+    mask = data.mask.detach().cpu().numpy()
+    scores = [x[i][mask[i]] for i in index]
+    u = None if data.u is None else data.u.detach().cpu().numpy()[index]
+    order = np.argsort(u[:, 0] if u is not None else [s.mean() for s in scores], kind="stable")
+
+    with matplotlib.rc_context(STYLE):
+        fig, axes = _figure(7.5, 3.4)
+        ax = axes[0, 0]
+        for column, j in enumerate(order):
+            ax.scatter(column + _jitter(rng, len(scores[j])), scores[j], s=9, alpha=0.75,
+                       color=OKABE_ITO[5], linewidths=0)
+            if u is not None:
+                ax.plot([column - 0.35, column + 0.35], [2 * u[j, 0]] * 2, color="black", linewidth=1.4)
+        ax.set_xticks(range(n_show))
+        if u is not None:
+            ax.set_xticklabels([f"μ={u[j, 0]:.1f}\n|σ|={abs(u[j, 1]):.1f}" for j in order], fontsize=7)
+            ax.set_xlabel("group (sorted by its true μ)")
+            ax.legend(handles=[
+                Line2D([], [], color=OKABE_ITO[5], marker="o", linestyle="", label="one observation"),
+                Line2D([], [], color="black", label="2μ (the group's expected score)")], loc="upper left")
+        else:
+            ax.set_xticklabels([str(int(data.group_ids[index[j]])) for j in order], fontsize=7)
+            ax.set_xlabel("group (sorted by its sample mean)")
+        ax.set_ylabel("exam score x")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Training and evaluation
+# ---------------------------------------------------------------------------------------------
+def plot_training_curves(histories: Mapping[str, pd.DataFrame]) -> Figure:
+    """Negative ELBO per epoch, one colour per preset.
+
+    Args:
+        histories: preset -> DataFrame with columns ``epoch``, ``train_neg_elbo`` and
+            ``valid_neg_elbo`` (and optionally ``seed``: several seeds are drawn as the mean over
+            seeds with a min-max band). Solid lines: validation; dashed: training.
+    """
+    with matplotlib.rc_context(STYLE):
+        fig, axes = _figure(6.0, 3.4)
+        ax = axes[0, 0]
+        for i, (preset, history) in enumerate(histories.items()):
+            colour = preset_colour(preset, i)
+            per_epoch = history.groupby("epoch")[["train_neg_elbo", "valid_neg_elbo"]]
+            mean = per_epoch.mean()
+            ax.plot(mean.index, mean["valid_neg_elbo"], color=colour, marker="o", label=preset)
+            ax.plot(mean.index, mean["train_neg_elbo"], color=colour, linestyle="--", linewidth=1.0)
+            if "seed" in history and history["seed"].nunique() > 1:
+                low, high = per_epoch.min()["valid_neg_elbo"], per_epoch.max()["valid_neg_elbo"]
+                ax.fill_between(mean.index, low, high, color=colour, alpha=0.15, linewidth=0)
+        handles, labels = ax.get_legend_handles_labels()
+        handles += [Line2D([], [], color="grey"), Line2D([], [], color="grey", linestyle="--", linewidth=1.0)]
+        labels += ["validation", "training"]
+        ax.legend(handles, labels, loc="upper right", ncol=2)
+        ax.set(xlabel="epoch", ylabel="negative ELBO per observation", title="training curves")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return fig
+
+
+def _direction_title(metric: str) -> str:
+    from .metrics import METRICS  # a lazy import: plotting should not pull in the model code early
+
+    label = METRIC_LABELS.get(metric, metric)
+    direction = METRICS.get(metric)
+    return f"{label}\n({direction} is better)" if direction else label
+
+
+def plot_metric_boxes(runs: pd.DataFrame, metrics: Sequence[str],
+                      oracle: Optional[Mapping[str, float]] = None,
+                      presets: Optional[Sequence[str]] = None) -> Figure:
+    """Box plots over seeds, one panel per metric and one box per preset (paper Figures 4, 5).
+
+    Args:
+        runs: one row per run, with a ``preset`` column and one column per metric.
+        metrics: the metric columns to show, one panel each, titled with "(lower is better)" or
+            "(higher is better)" from :data:`cxvae.metrics.METRICS`.
+        oracle: metric -> the oracle's value, drawn as a dashed black line when given.
+        presets: the boxes' order (default: order of first appearance in ``runs``).
+    """
+    presets = list(presets) if presets is not None else list(dict.fromkeys(runs["preset"]))
+    rng = np.random.default_rng(0)
+    with matplotlib.rc_context(STYLE):
+        fig, axes = _figure(max(2.4 * len(metrics), 4.0), 3.6, 1, len(metrics))
+        for ax, metric in zip(axes[0], metrics):
+            values = [runs.loc[runs["preset"] == p, metric].dropna().to_numpy(float) for p in presets]
+            boxes = ax.boxplot(values, positions=range(len(presets)), widths=0.6, patch_artist=True,
+                               showfliers=False, medianprops=dict(color="black"))
+            for i, (box, p) in enumerate(zip(boxes["boxes"], presets)):
+                box.set(facecolor=preset_colour(p, i), alpha=0.55)
+                ax.scatter(i + _jitter(rng, len(values[i]), 0.15), values[i], s=8,
+                           color=preset_colour(p, i), edgecolors="black", linewidths=0.3, zorder=3)
+            if oracle is not None and metric in oracle:
+                ax.axhline(oracle[metric], color=PRESET_COLOURS["oracle"], linestyle="--", linewidth=1.0,
+                           label="oracle")
+                ax.legend(loc="best")
+            ax.set_xticks(range(len(presets)))
+            ax.set_xticklabels(presets, rotation=40, ha="right")
+            ax.set_title(_direction_title(metric))
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Section 5.1: translation (paper Figure 3)
+# ---------------------------------------------------------------------------------------------
+def plot_translation(source_x: Sequence, translated: Union[Sequence, Mapping[str, Sequence]],
+                     target_x: Sequence, true_translation: Sequence,
+                     labels: Optional[Sequence[str]] = None) -> Figure:
+    """Strip plots of translations for a few (source, target) pairs (paper Figure 3).
+
+    Each panel shows four strips: the source group's scores, the model's translation of them into
+    the target group, the ground-truth translation, and the target group's own scores. Thin grey
+    lines join each observation's translation to its ground truth (the per-observation error).
+
+    Args:
+        source_x: P 1-D arrays, the scores of the source groups.
+        translated: P 1-D arrays (same lengths as ``source_x``): one model's translations; or a
+            dict model name -> P arrays, drawn as one row per model (e.g. cxvae above ml-vae).
+        target_x: P 1-D arrays, the scores of the target groups.
+        true_translation: P 1-D arrays, the ground-truth translations (same lengths as source).
+        labels: P panel titles (default "pair 1", "pair 2", ...).
+    """
+    models = dict(translated) if isinstance(translated, Mapping) else {"model": translated}
+    n_pairs = len(source_x)
+    labels = list(labels) if labels is not None else [f"pair {p + 1}" for p in range(n_pairs)]
+    strips = ["source", "translation", "truth", "target"]
+    with matplotlib.rc_context(STYLE):
+        fig, axes = _figure(max(1.9 * n_pairs, 4.0), 2.6 * len(models) + 0.4, len(models), n_pairs,
+                            sharey="col")
+        for row, (name, model_translations) in enumerate(models.items()):
+            colour = preset_colour(name, 0) if name in PRESET_COLOURS else OKABE_ITO[6]
+            for p in range(n_pairs):
+                ax = axes[row, p]
+                rng = np.random.default_rng(p)  # the same jitter in every row: rows compare directly
+                source, target = _as_1d(source_x[p]), _as_1d(target_x[p])
+                model, truth = _as_1d(model_translations[p]), _as_1d(true_translation[p])
+                if not (len(source) == len(model) == len(truth)):
+                    raise ValueError(f"pair {p}: source, translation and truth must have the same length; "
+                                     f"got {len(source)}, {len(model)}, {len(truth)}")
+                j_source, j_target = _jitter(rng, len(source), 0.2), _jitter(rng, len(target), 0.2)
+                ax.plot(np.stack([1 + j_source, 2 + j_source]), np.stack([model, truth]), color="grey",
+                        linewidth=0.4, alpha=0.6)
+                ax.scatter(0 + j_source, source, s=10, color="#7F7F7F", linewidths=0)
+                ax.scatter(1 + j_source, model, s=10, color=colour, linewidths=0)
+                ax.scatter(2 + j_source, truth, s=10, facecolors="none", edgecolors="black", linewidths=0.6)
+                ax.scatter(3 + j_target, target, s=10, color="black", linewidths=0)
+                ax.set_xticks(range(4))
+                ax.set_xticklabels(strips, rotation=35, ha="right")
+                if row == 0:
+                    ax.set_title(labels[p])
+                if p == 0:
+                    ax.set_ylabel(f"{name}\nscore x" if len(models) > 1 else "score x")
+    return fig

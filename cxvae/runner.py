@@ -1,0 +1,259 @@
+"""Experiments: train-and-score many (preset, seed) runs, the oracle row, and the summary table.
+
+A study folder (e.g. ``results/figure4/``) holds
+
+* ``runs.csv`` — one tidy row per (preset, seed): every metric of :data:`cxvae.metrics.METRICS`,
+  training and scoring time, final training losses, device, library version and git commit;
+* ``oracle.csv`` — the same metrics for the exact Bayes-optimal reference;
+* ``config.json`` — the resolved configuration of every preset in the study and the command.
+
+Rows are appended atomically (the whole CSV is rewritten to a temporary file, then renamed), so a
+killed sweep loses at most the run in progress, and rerunning it skips the finished rows.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from . import __version__
+from .config import ConfigError, RunConfig, make_run_config
+from .evaluation import ModelScorer
+from .metrics import METRICS, ProbeConfig, evaluate
+from .oracle import ExamScoresOracle
+from .train import make_splits, resolve_device, train
+
+__all__ = ["parse_seeds", "provenance", "append_row", "score", "sweep", "run_oracle", "summarise",
+           "compare_to", "read_study"]
+
+RUNS_CSV, ORACLE_CSV, CONFIG_JSON = "runs.csv", "oracle.csv", "config.json"
+
+
+def parse_seeds(text: str) -> List[int]:
+    """``'0-99'`` -> 0..99, ``'0,3,7'`` -> [0, 3, 7], ``'5'`` -> [5]; ranges and lists combine."""
+    seeds: List[int] = []
+    try:
+        for part in str(text).split(","):
+            part = part.strip()
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1)
+                if int(hi) < int(lo):
+                    raise ValueError
+                seeds.extend(range(int(lo), int(hi) + 1))
+            elif part:
+                seeds.append(int(part))
+    except ValueError:
+        raise ConfigError(f"cannot read seeds {text!r}; use e.g. '0-99', '0,1,2' or '7'") from None
+    if not seeds:
+        raise ConfigError("no seeds given")
+    return sorted(set(seeds))
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parent, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=Path(__file__).resolve().parent, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def provenance(device: torch.device) -> Dict[str, str]:
+    """Library version, git commit, torch/python versions and the device's name."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.machine()})"
+    return dict(version=__version__, git_commit=_git_commit(), torch=torch.__version__,
+                python=platform.python_version(), device=name)
+
+
+def append_row(path, row: Dict) -> pd.DataFrame:
+    """Append ``row`` to the CSV at ``path`` atomically; returns the whole table."""
+    path = Path(path)
+    table = pd.read_csv(path) if path.exists() else pd.DataFrame()
+    table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)
+    tmp = path.with_name(path.name + ".tmp")
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return table
+
+
+def _probe_config(cfg: RunConfig) -> ProbeConfig:
+    return ProbeConfig(steps=cfg.eval.probe_steps, max_train=cfg.eval.probe_max_train, seed=cfg.eval.probe_seed)
+
+
+def score(scorer, cfg: RunConfig, splits) -> Dict[str, float]:
+    """Every metric of ``scorer`` on the holdout split of ``splits`` (probes trained on ``train``)."""
+    return evaluate(scorer, splits["train"], splits["holdout"], translation_seed=cfg.eval.translation_seed,
+                    probe=_probe_config(cfg))
+
+
+def _write_config(out: Path, configs: Dict[str, RunConfig], command: str) -> None:
+    """Write config.json; refuse to mix data or scale settings with an existing study."""
+    resolved = {name: {k: v for k, v in c.to_dict().items() if k != "seed"} for name, c in configs.items()}
+    path = out / CONFIG_JSON
+    if path.exists():
+        old = json.loads(path.read_text())
+        for name, c in resolved.items():
+            before = old.get("presets", {}).get(name)
+            if before is not None and {k: before.get(k) for k in ("data", "train", "model", "eval")} != \
+                    {k: c[k] for k in ("data", "train", "model", "eval")}:
+                raise ConfigError(f"{out} already holds {name!r} runs with a different configuration; "
+                                  "use another --out folder")
+        old.setdefault("presets", {}).update(resolved)
+        old.setdefault("commands", [])
+        if command not in old["commands"]:
+            old["commands"].append(command)
+        resolved_doc = old
+    else:
+        resolved_doc = dict(presets=resolved, commands=[command])
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(resolved_doc, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def sweep(presets: Sequence[str], seeds: Iterable[int], scale: str = "smoke", device: str = "auto",
+          out="results/sweep", progress: bool = True, command: Optional[str] = None,
+          overrides: Optional[Dict] = None) -> pd.DataFrame:
+    """Train and score every (preset, seed) not yet in ``out/runs.csv``; returns the whole table.
+
+    All presets share one data sample (the scale's ``DataConfig``), so their scores are paired.
+    ``overrides`` may hold ``model``/``train``/``data``/``eval`` dicts applied to every preset.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    seeds = list(seeds)
+    configs = {p: make_run_config(p, seed=0, scale=scale, device=device, **(overrides or {})) for p in presets}
+    _write_config(out, configs, command or f"cxvae sweep --presets {','.join(presets)} --scale {scale}")
+    runs_path = out / RUNS_CSV
+    done = set()
+    if runs_path.exists():
+        prev = pd.read_csv(runs_path)
+        done = set(zip(prev["preset"], prev["seed"].astype(int)))
+    todo = [(p, s) for p in presets for s in seeds if (p, s) not in done]
+    dev = resolve_device(device)
+    prov = provenance(dev)
+    splits = {k: v.to(dev) for k, v in make_splits(next(iter(configs.values())).data).items()} if todo else None
+    for preset, seed in tqdm(todo, desc="sweep", disable=not progress or not todo):
+        cfg = make_run_config(preset, seed=seed, scale=scale, device=device, **(overrides or {}))
+        result = train(cfg, splits, progress=False)
+        t0 = time.perf_counter()
+        metrics = score(ModelScorer(result.model, n_samples=cfg.eval.iwae_samples, seed=seed), cfg, splits)
+        last = result.history.iloc[-1]
+        append_row(runs_path, dict(preset=preset, seed=seed, scale=scale, **metrics,
+                                   final_train_neg_elbo=float(last.train_neg_elbo),
+                                   final_valid_neg_elbo=float(last.valid_neg_elbo),
+                                   train_seconds=round(result.seconds, 2),
+                                   score_seconds=round(time.perf_counter() - t0, 2), **prov))
+    return pd.read_csv(runs_path) if runs_path.exists() else pd.DataFrame()
+
+
+def run_oracle(scale: str = "smoke", out="results/sweep", noise_std: Optional[float] = None,
+               overrides: Optional[Dict] = None) -> Dict[str, float]:
+    """Score the exact :class:`~cxvae.oracle.ExamScoresOracle` on the scale's data; write oracle.csv.
+
+    The oracle's codes are exact posterior means (group: ``(E[mu|x], E[|sigma| |x])``, instance:
+    ``E[v_k|x]``) and go through the same probes as learned codes; its likelihood is exact.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = make_run_config("cxvae", scale=scale, device="cpu", **(overrides or {}))
+    splits = make_splits(cfg.data)
+    t0 = time.perf_counter()
+    oracle = ExamScoresOracle(noise_std=noise_std if noise_std is not None else cfg.data.noise_std)
+    metrics = score(oracle, cfg, splits)
+    row = dict(preset="oracle", seed=-1, scale=scale, **metrics, score_seconds=round(time.perf_counter() - t0, 2),
+               **provenance(torch.device("cpu")))
+    pd.DataFrame([row]).to_csv(out / ORACLE_CSV, index=False)
+    return metrics
+
+
+def read_study(folder) -> Dict[str, object]:
+    """Load ``runs.csv``, ``oracle.csv`` (if any) and ``config.json`` of a study folder."""
+    folder = Path(folder)
+    if not (folder / RUNS_CSV).exists():
+        raise FileNotFoundError(f"{folder / RUNS_CSV} does not exist; run `cxvae sweep --out {folder}` first")
+    oracle = pd.read_csv(folder / ORACLE_CSV) if (folder / ORACLE_CSV).exists() else None
+    config = json.loads((folder / CONFIG_JSON).read_text()) if (folder / CONFIG_JSON).exists() else {}
+    return dict(runs=pd.read_csv(folder / RUNS_CSV), oracle=oracle, config=config)
+
+
+def _bootstrap_median_interval(values: np.ndarray, n_boot: int, rng: np.random.Generator, level: float = 0.95):
+    if len(values) < 2:
+        return float("nan"), float("nan")
+    medians = np.median(rng.choice(values, size=(n_boot, len(values)), replace=True), axis=1)
+    return tuple(np.quantile(medians, [(1 - level) / 2, (1 + level) / 2]))
+
+
+def summarise(runs: pd.DataFrame, oracle: Optional[pd.DataFrame] = None, metrics: Sequence[str] = tuple(METRICS),
+              n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """The paper's table: per preset and metric, the median over seeds and a 95% bootstrap interval
+    of the median (percentile method, ``n_boot`` resamples, seeded).
+
+    Returns a long DataFrame with columns ``preset, metric, better, n_seeds, median, lo, hi``; the
+    oracle (if given) is a row with ``n_seeds = 0`` and ``lo = hi = median``.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for preset, group in runs.groupby("preset", sort=False):
+        for metric in metrics:
+            values = group[metric].to_numpy(dtype=float)
+            lo, hi = _bootstrap_median_interval(values, n_boot, rng)
+            rows.append(dict(preset=preset, metric=metric, better=METRICS[metric], n_seeds=len(values),
+                             median=float(np.median(values)), lo=lo, hi=hi))
+    if oracle is not None and len(oracle):
+        for metric in metrics:
+            value = float(oracle[metric].iloc[0])
+            rows.append(dict(preset="oracle", metric=metric, better=METRICS[metric], n_seeds=0,
+                             median=value, lo=value, hi=value))
+    return pd.DataFrame(rows)
+
+
+def compare_to(summary: pd.DataFrame, model: str = "cxvae", baselines: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    """Does ``model`` beat each baseline on each metric? One row per (baseline, metric) with both
+    medians and ``verdict``: ``'better'`` / ``'worse'`` when the 95% intervals of the medians do not
+    overlap (in the metric's good direction), ``'overlap'`` otherwise."""
+    s = summary.set_index(["preset", "metric"])
+    if baselines is None:
+        baselines = [p for p in summary.preset.unique() if p not in (model, "oracle")]
+    rows = []
+    for base in baselines:
+        for metric, better in METRICS.items():
+            if (model, metric) not in s.index or (base, metric) not in s.index:
+                continue
+            a, b = s.loc[(model, metric)], s.loc[(base, metric)]
+            below, above = a.hi < b.lo, a.lo > b.hi  # the model's interval lies wholly below/above
+            if not (below or above):
+                verdict = "overlap"
+            else:
+                verdict = "better" if below == (better == "lower") else "worse"
+            rows.append(dict(model=model, baseline=base, metric=metric, better=better,
+                             model_median=a["median"], baseline_median=b["median"], verdict=verdict))
+    return pd.DataFrame(rows)
+
+
+def main_sweep_summary(out) -> str:
+    """A printable summary table (median [lo, hi]) of a study folder, oracle included."""
+    study = read_study(out)
+    table = summarise(study["runs"], study["oracle"])
+    table["cell"] = table.apply(lambda r: f"{r['median']:.3f}" if r.n_seeds < 2 else
+                                f"{r['median']:.3f} [{r.lo:.3f}, {r.hi:.3f}]", axis=1)
+    wide = table.pivot(index="preset", columns="metric", values="cell")[list(METRICS)]
+    order = [p for p in table.preset.unique()]
+    seeds = table.groupby("preset").n_seeds.first()
+    wide.insert(0, "seeds", seeds)
+    return wide.loc[order].to_string()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use the `cxvae` command")

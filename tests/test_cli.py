@@ -1,0 +1,96 @@
+"""Tests of the ``cxvae`` command line at its smallest scale: a training run that writes its
+files, readable errors with exit status 2, and the module run as a real process."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from cxvae.cli import main
+from cxvae.config import PRESETS
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ["--scale", "smoke", "--epochs", "1", "--device", "cpu", "--quiet"]
+
+
+def _assert_run_written(out: Path, epochs: int = 1, preset: str = "cxvae"):
+    """config.json, model.pt and history.csv exist and describe the run that was asked for."""
+    for name in ("config.json", "model.pt", "history.csv"):
+        assert (out / name).is_file(), name
+    config = json.loads((out / "config.json").read_text())
+    assert config["preset"] == preset and config["scale"] == "smoke" and config["train"]["epochs"] == epochs
+    assert len(pd.read_csv(out / "history.csv")) == epochs
+    assert set(torch.load(out / "model.pt", weights_only=True)) == {"config_json", "state_dict"}
+
+
+def test_train_command_writes_a_run(tmp_path, capsys):
+    """`cxvae train` at smoke scale returns 0, writes the three files and prints a summary."""
+    status = main(["train", "--preset", "cxvae", *SMOKE, "--out", str(tmp_path)])
+    assert status == 0
+    _assert_run_written(tmp_path)
+    assert str(tmp_path) in capsys.readouterr().out
+
+
+def test_train_command_applies_overrides(tmp_path):
+    """Component and optimisation flags end up in the saved config."""
+    status = main(["train", "--preset", "gvae", *SMOKE, "--decoder", "mlp", "--lr", "0.001",
+                   "--batch-size", "128", "--seed", "3", "--out", str(tmp_path)])
+    assert status == 0
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["model"]["decoder"] == "mlp" and config["model"]["group_encoder"] == "average"
+    assert config["train"]["lr"] == 0.001 and config["train"]["batch_size"] == 128 and config["seed"] == 3
+
+
+def test_unknown_preset_exits_2_listing_the_presets(tmp_path, capsys):
+    """An unknown preset returns 2 and prints one line naming every valid preset, no traceback."""
+    status = main(["train", "--preset", "vae-of-doom", *SMOKE, "--out", str(tmp_path)])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "vae-of-doom" in err and "Traceback" not in err
+    for name in PRESETS:
+        assert name in err
+    assert not (tmp_path / "model.pt").exists()
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--group-encoder", "sum"], "deepsets"),
+    (["--scale", "huge"], "smoke"),
+])
+def test_bad_names_exit_2_with_a_message(tmp_path, capsys, flags, words):
+    """Unknown component or scale names return 2 with a message listing the valid names."""
+    argv = ["train", *SMOKE, "--out", str(tmp_path)]
+    argv[argv.index("--scale"):argv.index("--scale") + 2] = []  # drop the default scale
+    assert main(argv + flags) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_cuda_without_cuda_exits_2(tmp_path, capsys):
+    """--device cuda on a machine without CUDA returns 2 and suggests --device cpu."""
+    argv = ["train", "--epochs", "1", "--quiet", "--device", "cuda", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert "--device cpu" in capsys.readouterr().err
+
+
+def test_help_exits_0(capsys):
+    """`cxvae train --help` exits 0 and documents the presets."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--help"])
+    assert exit_info.value.code == 0
+    assert "cxvae-nemeth" in capsys.readouterr().out
+
+
+def test_module_runs_as_a_script(tmp_path):
+    """`python -m cxvae.cli train ...` runs in a fresh process, exits 0 and writes the run."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "cxvae.cli", "train", "--preset", "cxvae", *SMOKE,
+                           "--out", str(tmp_path / "run")], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    _assert_run_written(tmp_path / "run")

@@ -1,0 +1,134 @@
+"""Known-answer tests of the metrics (in the style of disentanglement_lib).
+
+Reference "encoders" with known behaviour are scored with the same functions as learned models:
+the true factors, constant codes, and codes that leak group information. The exact oracle
+(:mod:`cxvae.oracle`) is scored alongside as the Bayes-optimal reference.
+"""
+import math
+
+import pytest
+import torch
+
+from cxvae.data import generate_exam_scores, translation_targets, true_translation
+from cxvae.evaluation import ModelScorer, TrueFactorScorer, iwae_log_marginal
+from cxvae.metrics import (METRICS, ProbeConfig, evaluate, group_factor_targets, masked_mse,
+                           prior_group_factor_variance, u_probe_mse, v_probe_mse)
+from cxvae.model import GroupVAE
+from cxvae.config import model_preset
+from cxvae.oracle import ExamScoresOracle
+
+PROBE = ProbeConfig(steps=300, max_train=1024, seed=0)
+
+
+@pytest.fixture(scope="module")
+def splits():
+    full = generate_exam_scores(1536, seed=11)
+    return full.subset(slice(0, 1024)), full.subset(slice(1024, 1536))
+
+
+@pytest.fixture(scope="module")
+def scores(splits):
+    train, holdout = splits
+    kinds = {"true": TrueFactorScorer("true", "true"), "constant": TrueFactorScorer("constant", "constant"),
+             "leaky": TrueFactorScorer("true", "leaky"), "oracle": ExamScoresOracle()}
+    return {name: evaluate(s, train, holdout, probe=PROBE) for name, s in kinds.items()}
+
+
+def test_metric_table_lists_every_metric_with_a_direction(scores):
+    """evaluate returns exactly the metrics of METRICS, each with a direction."""
+    assert set(METRICS.values()) <= {"lower", "higher"}
+    for result in scores.values():
+        assert set(result) == set(METRICS)
+
+
+def test_true_factors_score_at_least_as_well_as_the_oracle_on_probes(scores):
+    """The true factors bound what any encoder's probes can reach; the oracle comes close."""
+    true, oracle = scores["true"], scores["oracle"]
+    assert true["u_probe_mse"] < 0.02 and true["u_probe_mse"] <= oracle["u_probe_mse"]
+    assert true["instance_probe_mse"] < 0.02 and true["instance_probe_mse"] <= oracle["instance_probe_mse"]
+    assert true["v_probe_mse"] >= oracle["v_probe_mse"]
+    # the oracle is near the true factors, far from the constant encoder
+    assert oracle["u_probe_mse"] < 0.15 and oracle["instance_probe_mse"] < 0.15
+
+
+def test_constant_encoder_is_worst_on_u_probe_and_best_on_v_probe(scores):
+    """Constant codes carry no information: the worst u_probe and the best v_probe."""
+    const = scores["constant"]
+    ceiling = prior_group_factor_variance()
+    assert const["u_probe_mse"] == max(s["u_probe_mse"] for s in scores.values())
+    assert const["v_probe_mse"] == pytest.approx(ceiling, rel=0.15)
+    assert const["u_probe_mse"] == pytest.approx(ceiling, rel=0.15)
+    assert const["instance_probe_mse"] == pytest.approx(1.0, rel=0.15)  # Var(v) = 1
+
+
+def test_leaky_instance_codes_are_caught_by_the_v_probe(scores):
+    """Copying the group's mu into every instance code drives the v_probe error down."""
+    assert scores["leaky"]["v_probe_mse"] < 0.5 * scores["true"]["v_probe_mse"]
+    assert scores["leaky"]["v_probe_mse"] < 0.35
+
+
+def test_translation_with_true_factors_is_exact_and_oracle_is_best_possible(scores, splits):
+    """True-factor translation equals the ground truth; reconstruction error is the noise variance."""
+    assert scores["true"]["translation_mse"] == pytest.approx(0.0, abs=1e-10)
+    assert scores["true"]["recon_mse"] == pytest.approx(0.1 ** 2, rel=0.1)
+    # no encoder can beat the posterior mean of the translation: the oracle is far better than
+    # predicting nothing (0) or copying the source group's observations
+    _, holdout = splits
+    target = translation_targets(holdout.n_groups, seed=0)
+    truth = true_translation(holdout, target)
+    assert scores["oracle"]["translation_mse"] < masked_mse(torch.zeros_like(truth), truth, holdout.mask)
+    assert scores["oracle"]["translation_mse"] < masked_mse(holdout.x, truth, holdout.mask)
+
+
+def test_group_factor_targets_use_absolute_sigma():
+    """sigma is only identified up to sign, so the probe target is (mu, |sigma|)."""
+    u = torch.tensor([[0.5, -2.0], [-1.0, 3.0]])
+    assert torch.equal(group_factor_targets(u), torch.tensor([[0.5, 2.0], [-1.0, 3.0]]))
+
+
+def test_probes_are_deterministic_given_their_seed(splits):
+    """A probe's score depends only on its inputs and its seed."""
+    train, holdout = splits
+    a = u_probe_mse(train.u, train.u, holdout.u, holdout.u, PROBE)
+    b = u_probe_mse(train.u, train.u, holdout.u, holdout.u, PROBE)
+    assert a == b
+    va = v_probe_mse(train.v, train.mask, train.u, holdout.v, holdout.mask, holdout.u, PROBE)
+    vb = v_probe_mse(train.v, train.mask, train.u, holdout.v, holdout.mask, holdout.u, PROBE)
+    assert va == vb
+
+
+def test_iwae_bound_tightens_with_samples_and_stays_above_the_exact_nll():
+    """The IWAE NLL decreases (on average) with S and never beats the exact NLL of the oracle."""
+    torch.manual_seed(0)
+    data = generate_exam_scores(64, seed=3)
+    model = GroupVAE(model_preset("cxvae")).eval()
+    exact = ExamScoresOracle().nll_per_observation(data)
+    nll = {s: ModelScorer(model, n_samples=s, seed=0).nll_per_observation(data) for s in (1, 64)}
+    assert nll[64] <= nll[1] + 1e-6
+    assert nll[64] >= exact
+    with torch.no_grad():
+        bound = iwae_log_marginal(model, data.x, data.mask, 4)
+    assert bound.shape == (64,) and bool(torch.isfinite(bound).all())
+
+
+def test_model_scorer_is_padding_invariant():
+    """Codes, reconstructions and translations of a model do not depend on padding."""
+    torch.manual_seed(0)
+    data = generate_exam_scores(32, seed=5)
+    scorer = ModelScorer(GroupVAE(model_preset("cxvae")), batch_size=8)
+    padded = data.pad_to(data.x.shape[1] + 6)
+    u1, v1 = scorer.codes(data)
+    u2, v2 = scorer.codes(padded)
+    assert torch.allclose(u1, u2, atol=1e-6)
+    assert torch.allclose(v1, v2[:, : v1.shape[1]], atol=1e-6)
+    target = translation_targets(32, seed=0)
+    t1, t2 = scorer.translation(data, target), scorer.translation(padded, target)
+    assert torch.allclose(t1, t2[:, : t1.shape[1]], atol=1e-6)
+
+
+def test_prior_group_factor_variance_matches_monte_carlo():
+    """(Var(mu) + Var|sigma|)/2 under N(0, I) is (1 + 1 - 2/pi)/2."""
+    u = torch.randn(400_000, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    mc = group_factor_targets(u).var(dim=0).mean().item()
+    assert mc == pytest.approx(prior_group_factor_variance(), rel=5e-3)
+    assert prior_group_factor_variance() == pytest.approx((2 - 2 / math.pi) / 2)

@@ -1,0 +1,98 @@
+"""Every plotting function returns a Figure with the expected axes and something drawn in them."""
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+
+from cxvae import plots  # noqa: E402
+from cxvae.bias import product_bias_table  # noqa: E402
+from cxvae.config import PRESETS  # noqa: E402
+from cxvae.data import generate_exam_scores  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+def drawn(ax) -> int:
+    """How many data artists an axes holds."""
+    return len(ax.lines) + len(ax.collections) + len(ax.patches)
+
+
+def check(fig, n_axes: int):
+    assert isinstance(fig, Figure)
+    axes = fig.get_axes()
+    assert len(axes) == n_axes
+    assert all(drawn(ax) > 0 for ax in axes)
+    fig.canvas.draw()  # renders without error
+    assert fig.canvas.manager is None  # never registered with pyplot, so never shown by it
+    plt.close(fig)
+
+
+def test_every_preset_has_its_own_colour():
+    assert set(PRESETS) | {"oracle"} <= set(plots.PRESET_COLOURS)
+    assert len(set(plots.PRESET_COLOURS.values())) == len(plots.PRESET_COLOURS)
+
+
+def test_apply_style_sets_rcparams():
+    with matplotlib.rc_context():
+        plots.apply_style()
+        assert not matplotlib.rcParams["axes.spines.top"]
+        assert matplotlib.rcParams["font.size"] == plots.STYLE["font.size"]
+
+
+def test_plot_product_bias():
+    fig = plots.plot_product_bias(product_bias_table(range(1, 17), (0.5, 1.0, 2.0)))
+    ax_mean = fig.get_axes()[0]
+    assert len(ax_mean.lines) == 3 * 2 + 1  # 3 plain lines, 3 asymptotes, the corrected product
+    check(fig, 2)
+
+
+def test_plot_exam_scores_is_deterministic():
+    data = generate_exam_scores(40, seed=3)
+    fig = plots.plot_exam_scores(data, n_groups=6, seed=1)
+    ax = fig.get_axes()[0]
+    assert len(ax.collections) == 6 and len(ax.get_xticks()) == 6
+    points = [c.get_offsets().copy() for c in ax.collections]
+    again = plots.plot_exam_scores(data, n_groups=6, seed=1).get_axes()[0]
+    for a, b in zip(points, again.collections):
+        np.testing.assert_array_equal(a, b.get_offsets())
+    check(fig, 1)
+
+
+def test_plot_training_curves():
+    epochs = np.arange(1, 4)
+    histories = {p: pd.DataFrame(dict(epoch=epochs, train_neg_elbo=3.0 / epochs, valid_neg_elbo=3.2 / epochs))
+                 for p in ("ml-vae", "cxvae", "my-own-model")}
+    fig = plots.plot_training_curves(histories)
+    assert len(fig.get_axes()[0].lines) == 2 * 3
+    check(fig, 1)
+
+
+def test_plot_metric_boxes():
+    rng = np.random.default_rng(0)
+    runs = pd.DataFrame([dict(preset=p, seed=s, recon_mse=rng.random(), v_probe_mse=rng.random())
+                         for p in ("ml-vae", "gvae", "cxvae") for s in range(4)])
+    fig = plots.plot_metric_boxes(runs, ["recon_mse", "v_probe_mse"], oracle={"recon_mse": 0.1})
+    left, right = fig.get_axes()
+    assert "lower is better" in left.get_title() and "higher is better" in right.get_title()
+    assert len(left.patches) == 3 and any(line.get_linestyle() == "--" for line in left.lines)
+    check(fig, 2)
+
+
+def test_plot_translation_one_row_per_model():
+    rng = np.random.default_rng(0)
+    source = [rng.normal(size=n) for n in (5, 8)]
+    target = [rng.normal(size=n) for n in (7, 6)]
+    truth = [2 + x for x in source]
+    fig = plots.plot_translation(source, {"cxvae": truth, "ml-vae": [t * 0.5 for t in truth]}, target, truth,
+                                 labels=["a → b", "c → d"])
+    assert [ax.get_title() for ax in fig.get_axes()[:2]] == ["a → b", "c → d"]
+    check(fig, 4)
+    check(plots.plot_translation(source, truth, target, truth), 2)
+    with pytest.raises(ValueError, match="same length"):
+        plots.plot_translation(source, [x[:-1] for x in truth], target, truth)
