@@ -1,0 +1,138 @@
+"""The experiment runner: resumable sweeps, atomic rows, the oracle row and the summary table."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cxvae import runner
+from cxvae.cli import main
+from cxvae.config import ConfigError
+from cxvae.metrics import METRICS
+
+TINY = dict(data=dict(n_train=256, n_valid=64, n_holdout=96), train=dict(epochs=1, batch_size=64),
+            eval=dict(iwae_samples=4, probe_steps=20, probe_max_train=128))
+
+
+def test_parse_seeds_reads_ranges_and_lists():
+    """'0-3,7' is 0, 1, 2, 3, 7; bad input is a ConfigError."""
+    assert runner.parse_seeds("0-3,7") == [0, 1, 2, 3, 7]
+    assert runner.parse_seeds("5") == [5]
+    for bad in ("", "a-b", "3-1"):
+        with pytest.raises(ConfigError):
+            runner.parse_seeds(bad)
+
+
+def test_sweep_writes_rows_config_and_provenance_then_skips_finished_runs(tmp_path, monkeypatch):
+    """A sweep writes one row per run with every metric and provenance; a rerun trains nothing."""
+    out = tmp_path / "study"
+    table = runner.sweep(["ml-vae", "cxvae"], [0, 1], scale="smoke", device="cpu", out=out,
+                         progress=False, overrides=TINY)
+    assert len(table) == 4 and set(zip(table.preset, table.seed)) == {(p, s) for p in ("ml-vae", "cxvae") for s in (0, 1)}
+    for col in list(METRICS) + ["train_seconds", "version", "git_commit", "device", "torch"]:
+        assert col in table.columns and table[col].notna().all()
+    config = json.loads((out / "config.json").read_text())
+    assert set(config["presets"]) == {"ml-vae", "cxvae"}
+    assert config["presets"]["cxvae"]["model"]["group_encoder"] == "deepsets"
+
+    calls = []
+    monkeypatch.setattr(runner, "train", lambda *a, **k: calls.append(a) or pytest.fail("retrained"))
+    again = runner.sweep(["ml-vae", "cxvae"], [0, 1], scale="smoke", device="cpu", out=out,
+                         progress=False, overrides=TINY)
+    assert calls == [] and again.equals(table)
+
+
+def test_a_killed_sweep_keeps_finished_rows_and_resumes(tmp_path, monkeypatch):
+    """If a run dies mid-sweep, finished rows survive, no partial file is left, and a rerun
+    completes only what is missing."""
+    out = tmp_path / "study"
+    real_train = runner.train
+    count = {"n": 0}
+
+    def dying_train(*args, **kwargs):
+        count["n"] += 1
+        if count["n"] == 2:
+            raise KeyboardInterrupt  # the machine went away during the second run
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "train", dying_train)
+    with pytest.raises(KeyboardInterrupt):
+        runner.sweep(["gvae"], [0, 1, 2], scale="smoke", device="cpu", out=out, progress=False, overrides=TINY)
+    first = pd.read_csv(out / "runs.csv")
+    assert list(first.seed) == [0]
+    assert not list(out.glob("*.tmp"))
+
+    trained = []
+    monkeypatch.setattr(runner, "train", lambda *a, **k: trained.append(a[0].seed) or real_train(*a, **k))
+    final = runner.sweep(["gvae"], [0, 1, 2], scale="smoke", device="cpu", out=out, progress=False, overrides=TINY)
+    assert trained == [1, 2]
+    assert sorted(final.seed) == [0, 1, 2]
+    assert final.loc[final.seed == 0].iloc[0].equals(first.iloc[0])
+
+
+def test_sweep_refuses_to_mix_configurations_in_one_folder(tmp_path):
+    """Runs with a different data/training set-up cannot be appended to an existing study."""
+    out = tmp_path / "study"
+    runner.sweep(["gvae"], [0], scale="smoke", device="cpu", out=out, progress=False, overrides=TINY)
+    other = {**TINY, "train": dict(epochs=2, batch_size=64)}
+    with pytest.raises(ConfigError, match="different configuration"):
+        runner.sweep(["gvae"], [1], scale="smoke", device="cpu", out=out, progress=False, overrides=other)
+
+
+def test_oracle_row_and_summary_table(tmp_path):
+    """The oracle row is written beside the runs and appears in the summary with its value."""
+    out = tmp_path / "study"
+    runner.sweep(["gvae"], [0, 1, 2], scale="smoke", device="cpu", out=out, progress=False, overrides=TINY)
+    metrics = runner.run_oracle(scale="smoke", out=out, overrides=TINY)
+    study = runner.read_study(out)
+    summary = runner.summarise(study["runs"], study["oracle"])
+    oracle = summary[summary.preset == "oracle"].set_index("metric")
+    assert oracle.loc["holdout_nll", "median"] == pytest.approx(metrics["holdout_nll"])
+    gvae = summary[summary.preset == "gvae"]
+    assert (gvae.n_seeds == 3).all() and (gvae.lo <= gvae["median"]).all() and (gvae["median"] <= gvae.hi).all()
+    text = runner.main_sweep_summary(out)
+    assert "oracle" in text and "gvae" in text
+
+
+def test_summary_intervals_and_verdicts_on_known_data():
+    """Bootstrap intervals cover the median; compare_to calls clear wins, losses and ties."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed in range(40):
+        rows.append(dict(preset="cxvae", seed=seed, **{m: 1.0 + 0.01 * rng.standard_normal() for m in METRICS}))
+        rows.append(dict(preset="base", seed=seed, **{m: 2.0 + 0.01 * rng.standard_normal() for m in METRICS}))
+        rows.append(dict(preset="same", seed=seed, **{m: 1.0 + 0.01 * rng.standard_normal() for m in METRICS}))
+    summary = runner.summarise(pd.DataFrame(rows), n_boot=500)
+    assert ((summary.lo <= summary["median"]) & (summary["median"] <= summary.hi)).all()
+    verdicts = runner.compare_to(summary, "cxvae").set_index(["baseline", "metric"]).verdict
+    assert verdicts[("base", "translation_mse")] == "better"  # lower is better: 1 < 2
+    assert verdicts[("base", "v_probe_mse")] == "worse"  # higher is better: 1 < 2
+    assert verdicts[("same", "translation_mse")] == "overlap"
+
+
+def test_cli_sweep_oracle_summary_and_evaluate_at_smoke_scale(tmp_path, capsys):
+    """Every runner command works once at its smallest scale and prints what it promises."""
+    out = tmp_path / "study"
+    assert main(["sweep", "--presets", "gvae", "--seeds", "0", "--scale", "smoke", "--device", "cpu",
+                 "--quiet", "--out", str(out)]) == 0
+    assert "gvae" in capsys.readouterr().out
+    assert main(["oracle", "--scale", "smoke", "--out", str(out)]) == 0
+    assert "holdout_nll=" in capsys.readouterr().out
+    assert main(["summary", "--out", str(out)]) == 0
+    assert "oracle" in capsys.readouterr().out
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "gvae", "--scale", "smoke", "--epochs", "1", "--device", "cpu",
+                 "--quiet", "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run / "model.pt"), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert all(m in printed for m in METRICS)
+
+
+def test_cli_rejects_unknown_presets_and_missing_studies(tmp_path, capsys):
+    """An unknown preset or a missing study folder is one clear line and exit status 2."""
+    assert main(["sweep", "--presets", "nonsense", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown preset 'nonsense'" in err and "cxvae" in err and "Traceback" not in err
+    assert main(["summary", "--out", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
