@@ -186,3 +186,69 @@ def product_bias_table(K_values: Iterable[int] = range(1, 65),
         corrected_var_ratio=(corr_var / exact_var).numpy(),
         kl_plain_to_exact=kl.numpy(),
     ))
+
+
+# ---------------------------------------------------------------------------------------------
+# The learned question: how far is a trained model's q(u|x) from the exact p(u|x)?
+# ---------------------------------------------------------------------------------------------
+def folded_normal_mean(mean: Tensor, var: Tensor) -> Tensor:
+    """``E|z|`` for ``z ~ N(mean, var)``: ``sqrt(2 var / pi) exp(-mean^2 / 2 var) + mean (1 - 2 Phi(-mean / sd))``."""
+    sd = var.sqrt()
+    normal = torch.distributions.Normal(torch.zeros_like(mean), torch.ones_like(mean))
+    return sd * (2.0 / torch.pi) ** 0.5 * torch.exp(-0.5 * (mean / sd) ** 2) + mean * (1 - 2 * normal.cdf(-mean / sd))
+
+
+@torch.no_grad()
+def group_posterior_gap(model, data, oracle=None, batch_size: int = 1024) -> pd.DataFrame:
+    """Compare a trained model's group posterior ``q(u|x)`` with the exact ``p(u|x)``, per group.
+
+    Meaningful for models with the ``true`` decoder, whose u has the meaning of (mu, sigma). sigma's
+    sign is not identifiable (the exact posterior is symmetric in it), so sigma is compared through
+    ``E|sigma|``. Returns one row per group with ``K``, the exact and learned posterior mean and
+    variance of mu, ``mu_mean_error`` (learned - exact), ``mu_shrinkage`` (learned / exact mean,
+    < 1 means pulled towards the prior mean 0), ``mu_log_var_ratio`` (log learned / exact variance,
+    < 0 means over-confident), ``mu_kl`` (``KL[q(mu|x) || N(exact mean, exact var)]``, the exact
+    marginal of mu replaced by its moment-matched normal) and ``abs_sigma_error`` (learned -
+    exact ``E|sigma|``).
+
+    Args:
+        model: a :class:`cxvae.model.GroupVAE` (any device).
+        data: exam-scores groups (:class:`cxvae.data.GroupedData`).
+        oracle: an :class:`cxvae.oracle.ExamScoresOracle` (default: the data's noise 0.1).
+    """
+    from .data import GroupBatchLoader
+    from .oracle import ExamScoresOracle
+
+    oracle = oracle or ExamScoresOracle()
+    exact = oracle.posterior_u(data)
+    device = next(model.parameters()).device
+    means, variances = [], []
+    for batch in GroupBatchLoader(data, batch_size, shuffle=False, bucket=False):
+        batch = batch.to(device)
+        mean, var = model.group_encoder(batch.x, batch.mask)
+        means.append(mean.double().cpu())
+        variances.append(var.double().cpu())
+    q_mean, q_var = torch.cat(means), torch.cat(variances)
+    qm, qv, pm, pv = q_mean[:, 0], q_var[:, 0], exact["mu_mean"], exact["mu_var"]
+    kl = 0.5 * (qv / pv + (qm - pm) ** 2 / pv - 1 - torch.log(qv / pv))
+    return pd.DataFrame(dict(
+        K=data.sizes.cpu().numpy(),
+        mu_exact_mean=pm.numpy(), mu_exact_var=pv.numpy(), mu_learned_mean=qm.numpy(), mu_learned_var=qv.numpy(),
+        mu_mean_error=(qm - pm).numpy(), mu_log_var_ratio=torch.log(qv / pv).numpy(), mu_kl=kl.numpy(),
+        abs_sigma_error=(folded_normal_mean(q_mean[:, 1], q_var[:, 1]) - exact["abs_sigma_mean"]).numpy(),
+    ))
+
+
+def summarise_posterior_gap(gap: pd.DataFrame, bins: Sequence[int] = (8, 16, 20, 24, 28, 32, 100)) -> pd.DataFrame:
+    """Aggregate :func:`group_posterior_gap` by group size: per K bin, the number of groups, the
+    ``mu_shrinkage`` slope (least-squares slope of learned on exact posterior mean of mu through
+    the origin: 1 is unbiased, < 1 is pulled towards the prior), the mean ``mu_log_var_ratio``,
+    the mean ``mu_kl`` and the mean ``abs_sigma_error``."""
+    binned = pd.cut(gap["K"], bins=list(bins), right=False)
+    rows = []
+    for interval, g in gap.groupby(binned, observed=True):
+        rows.append(dict(K=f"{interval.left}-{interval.right - 1}", groups=len(g),
+                         mu_shrinkage=float((g.mu_learned_mean * g.mu_exact_mean).sum() / (g.mu_exact_mean ** 2).sum()),
+                         mu_log_var_ratio=float(g.mu_log_var_ratio.mean()), mu_kl=float(g.mu_kl.mean()),
+                         abs_sigma_error=float(g.abs_sigma_error.mean())))
+    return pd.DataFrame(rows)

@@ -177,7 +177,7 @@ SCALES: Dict[str, Dict[str, Dict[str, Any]]] = {
                   eval=dict(iwae_samples=16, probe_steps=200, probe_max_train=1024)),
     # the paper's data size (N = 32,768 training groups)
     "paper": dict(data=dict(n_train=32_768, n_valid=1_024, n_holdout=4_096),
-                  train=dict(epochs=20, batch_size=128),
+                  train=dict(epochs=40, batch_size=128),
                   eval=dict(iwae_samples=64, probe_steps=400, probe_max_train=4096)),
 }
 

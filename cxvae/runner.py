@@ -34,7 +34,7 @@ from .oracle import ExamScoresOracle
 from .train import make_splits, resolve_device, train
 
 __all__ = ["parse_seeds", "provenance", "append_row", "score", "sweep", "run_oracle", "summarise",
-           "compare_to", "read_study"]
+           "compare_to", "read_study", "study_command", "load_or_run"]
 
 RUNS_CSV, ORACLE_CSV, CONFIG_JSON = "runs.csv", "oracle.csv", "config.json"
 
@@ -257,3 +257,41 @@ def main_sweep_summary(out) -> str:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit("use the `cxvae` command")
+
+
+def study_command(presets: Sequence[str], seeds: str, scale: str, out: str) -> str:
+    """The exact shell command that (re)makes a study folder."""
+    return f"cxvae sweep --presets {','.join(presets)} --seeds {seeds} --scale {scale} --out {out}"
+
+
+def load_or_run(study: str, presets: Sequence[str], *, recompute: bool = False, smoke: bool = True,
+                seeds: str = "0-2", device: str = "cpu", results_root="../results",
+                scratch_root="../runs") -> Dict[str, object]:
+    """What a chapter calls to get its numbers.
+
+    Without ``recompute`` it reads the committed study ``results_root/study`` (made at paper scale
+    by :func:`study_command`), keeping the rows of ``presets``. With ``recompute`` it runs the same
+    sweep (at ``smoke`` scale when ``smoke``) into ``scratch_root/study-<scale>`` plus the oracle
+    row, and reads that. Returns :func:`read_study`'s dict plus ``command`` and ``folder``.
+    """
+    presets = list(presets)
+    if recompute:
+        scale = "smoke" if smoke else "paper"
+        folder = Path(scratch_root) / f"{study}-{scale}"
+        sweep(presets, parse_seeds(seeds), scale=scale, device=device, out=folder, progress=False,
+              command=study_command(presets, seeds, scale, str(folder)))
+        if not (folder / ORACLE_CSV).exists():
+            run_oracle(scale=scale, out=folder)
+        command = study_command(presets, seeds, scale, str(folder))
+    else:
+        folder = Path(results_root) / study
+        commands = read_study(folder)["config"].get("commands", [])
+        command = "\n".join(commands)
+    result = read_study(folder)
+    runs = result["runs"]
+    missing = [p for p in presets if p not in set(runs.preset)]
+    if missing:
+        raise FileNotFoundError(f"{folder} has no runs of {missing}; run: {study_command(missing, seeds, 'paper', str(folder))}")
+    result["runs"] = runs[runs.preset.isin(presets)].reset_index(drop=True)
+    result.update(command=command, folder=str(folder))
+    return result

@@ -15,7 +15,8 @@ run_pytest() {
 echo ">> unit tests"
 run_pytest "$@"
 
-# >> NOTEBOOK TIER GOES HERE: run the book's chapters (smoke scale) with nbval, one line, e.g.
-# echo ">> chapters (nbval)"; run_pytest --nbval-lax book/*.ipynb
+echo ">> chapters: stored outputs re-checked by nbval"
+run_pytest -p no:cacheprovider --nbval book/[0-9][0-9]_*.ipynb --nbval-sanitize-with tests/nbval_sanitize.cfg \
+    --nbval-current-env -q
 
 echo ">> all tests passed"
