@@ -266,16 +266,17 @@ def study_command(presets: Sequence[str], seeds: str, scale: str, out: str) -> s
 
 def load_or_run(study: str, presets: Sequence[str], *, recompute: bool = False, smoke: bool = True,
                 seeds: str = "0-2", device: str = "cpu", results_root="../results",
-                scratch_root="../runs") -> Dict[str, object]:
+                scratch_root=None) -> Dict[str, object]:
     """What a chapter calls to get its numbers.
 
     Without ``recompute`` it reads the committed study ``results_root/study`` (made at paper scale
     by :func:`study_command`), keeping the rows of ``presets``. With ``recompute`` it runs the same
     sweep (at ``smoke`` scale when ``smoke``) into ``scratch_root/study-<scale>`` plus the oracle
-    row, and reads that. Returns :func:`read_study`'s dict plus ``command`` and ``folder``.
+    row, and reads that (``scratch_root`` defaults to ``$CXVAE_SCRATCH`` or ``../runs``). Returns :func:`read_study`'s dict plus ``command`` and ``folder``.
     """
     presets = list(presets)
     if recompute:
+        scratch_root = scratch_root or os.environ.get("CXVAE_SCRATCH", "../runs")
         scale = "smoke" if smoke else "paper"
         folder = Path(scratch_root) / f"{study}-{scale}"
         sweep(presets, parse_seeds(seeds), scale=scale, device=device, out=folder, progress=False,
