@@ -145,3 +145,19 @@ def test_no_absolute_machine_paths_in_project_files():
                 if re.search(r"(?<![\w.])/(work|root|home)/", text) and path != Path(__file__).resolve():
                     offenders.append(str(path.relative_to(ROOT)))
     assert not offenders, f"absolute machine paths in {offenders}"
+
+
+def test_readme_python_example_runs(tmp_path):
+    """Every ```python block of the README runs as written (in a scratch folder)."""
+    import re
+    import subprocess
+    import sys
+
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    assert blocks, "the README shows a Python example"
+    for block in blocks:
+        script = tmp_path / "example.py"
+        script.write_text("import torch\ntorch.set_num_threads(1)\n" + block)
+        done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
