@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ModelConfig
-from .data import GroupedData, exam_scores_mean
+from .data import DataError, GroupedData, exam_scores_mean
 from .regularisers import make_regulariser
 
 Normal = Tuple[torch.Tensor, torch.Tensor]  # (mean, var)
@@ -255,7 +255,6 @@ class GroupVAE(nn.Module):
         batch.validate(self.cfg.min_group_size, what=f"the {self.cfg.regulariser!r} regulariser"
                        if self.cfg.regulariser != "none" else "this model")
         if batch.x_dim != self.cfg.x_dim:
-            from .data import DataError
             raise DataError(f"the model expects observations with x_dim={self.cfg.x_dim}; got {batch.x_dim}")
 
     # -- inference ----------------------------------------------------------------------------

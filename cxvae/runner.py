@@ -12,6 +12,8 @@ killed sweep loses at most the run in progress, and rerunning it skips the finis
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import platform
@@ -77,14 +79,33 @@ def provenance(device: torch.device) -> Dict[str, str]:
                 python=platform.python_version(), device=name)
 
 
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock on ``path.lock``, so several sweeps can share one study folder."""
+    with open(path.with_name(path.name + ".lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _finished(runs_path: Path) -> set:
+    if not runs_path.exists():
+        return set()
+    prev = pd.read_csv(runs_path)
+    return set(zip(prev["preset"], prev["seed"].astype(int)))
+
+
 def append_row(path, row: Dict) -> pd.DataFrame:
-    """Append ``row`` to the CSV at ``path`` atomically; returns the whole table."""
+    """Append ``row`` to the CSV at ``path`` atomically and under a lock; returns the whole table."""
     path = Path(path)
-    table = pd.read_csv(path) if path.exists() else pd.DataFrame()
-    table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)
-    tmp = path.with_name(path.name + ".tmp")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with _locked(path):
+        table = pd.read_csv(path) if path.exists() else pd.DataFrame()
+        table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)
+        tmp = path.with_name(path.name + ".tmp")
+        table.to_csv(tmp, index=False)
+        os.replace(tmp, path)
     return table
 
 
@@ -102,6 +123,11 @@ def _write_config(out: Path, configs: Dict[str, RunConfig], command: str) -> Non
     """Write config.json; refuse to mix data or scale settings with an existing study."""
     resolved = {name: {k: v for k, v in c.to_dict().items() if k != "seed"} for name, c in configs.items()}
     path = out / CONFIG_JSON
+    with _locked(path):
+        _merge_config(path, out, resolved, command)
+
+
+def _merge_config(path: Path, out: Path, resolved: Dict, command: str) -> None:
     if path.exists():
         old = json.loads(path.read_text())
         for name, c in resolved.items():
@@ -136,15 +162,14 @@ def sweep(presets: Sequence[str], seeds: Iterable[int], scale: str = "smoke", de
     configs = {p: make_run_config(p, seed=0, scale=scale, device=device, **(overrides or {})) for p in presets}
     _write_config(out, configs, command or f"cxvae sweep --presets {','.join(presets)} --scale {scale}")
     runs_path = out / RUNS_CSV
-    done = set()
-    if runs_path.exists():
-        prev = pd.read_csv(runs_path)
-        done = set(zip(prev["preset"], prev["seed"].astype(int)))
+    done = _finished(runs_path)
     todo = [(p, s) for p in presets for s in seeds if (p, s) not in done]
     dev = resolve_device(device)
     prov = provenance(dev)
     splits = {k: v.to(dev) for k, v in make_splits(next(iter(configs.values())).data).items()} if todo else None
     for preset, seed in tqdm(todo, desc="sweep", disable=not progress or not todo):
+        if (preset, seed) in _finished(runs_path):  # another sweep sharing the folder did it
+            continue
         cfg = make_run_config(preset, seed=seed, scale=scale, device=device, **(overrides or {}))
         result = train(cfg, splits, progress=False)
         t0 = time.perf_counter()
