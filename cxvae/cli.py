@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
 from .config import (DECODERS, GROUP_ENCODERS, INSTANCE_ENCODERS, PRESETS, REGULARISERS, SCALES,
@@ -80,6 +81,10 @@ def _cmd_sweep(args) -> int:
     command = "cxvae " + " ".join(sys.argv[1:]) if args.command_line is None else args.command_line
     sweep(presets, parse_seeds(args.seeds), scale=args.scale, device=args.device, out=args.out,
           progress=not args.quiet, command=command)
+    if not (Path(args.out) / "oracle.csv").exists():  # the reference row belongs beside every table
+        from .runner import run_oracle
+
+        run_oracle(scale=args.scale, out=args.out)
     print(main_sweep_summary(args.out))
     return 0
 
@@ -96,6 +101,15 @@ def _cmd_summary(args) -> int:
     from .runner import main_sweep_summary
 
     print(main_sweep_summary(args.out))
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    from .bench import benchmark_table
+
+    table = benchmark_table([p.strip() for p in args.presets.split(",")], scale=args.scale, device=args.device,
+                            steps=args.steps, seeds=args.seeds)
+    print(table.to_string(index=False))
     return 0
 
 
@@ -129,6 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", default="smoke", help=f"one of: {', '.join(SCALES)}")
     p.add_argument("--out", default="results/sweep")
     p.set_defaults(func=_cmd_oracle)
+
+    p = sub.add_parser("bench", help="training throughput per preset on this device, and the full study's cost")
+    p.add_argument("--presets", default="ml-vae,gvae,gvae-ad,cxvae")
+    p.add_argument("--scale", default="paper", help=f"one of: {', '.join(SCALES)} (default paper)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--steps", type=int, default=30, help="timed training steps per preset (default 30)")
+    p.add_argument("--seeds", type=int, default=100, help="seeds per preset in the cost estimate (default 100)")
+    p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("summary", help="print the median [95% interval] table of a study folder")
     p.add_argument("--out", default="results/sweep")

@@ -136,3 +136,14 @@ def test_cli_rejects_unknown_presets_and_missing_studies(tmp_path, capsys):
     assert "unknown preset 'nonsense'" in err and "cxvae" in err and "Traceback" not in err
     assert main(["summary", "--out", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_bench_prints_throughput(capsys):
+    """`cxvae bench` at its smallest scale prints a positive throughput per preset."""
+    assert main(["bench", "--presets", "gvae,cxvae", "--scale", "smoke", "--steps", "2", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "groups_per_s" in printed and "cxvae" in printed and "gvae" in printed
+    from cxvae.bench import training_throughput
+
+    t = training_throughput("gvae", scale="smoke", device="cpu", steps=2, warmup=1)
+    assert t["groups_per_s"] > 0 and t["observations_per_s"] > t["groups_per_s"]
