@@ -5,7 +5,8 @@ A study folder (e.g. ``results/figure4/``) holds
 * ``runs.csv`` — one tidy row per (preset, seed): every metric of :data:`cxvae.metrics.METRICS`,
   training and scoring time, final training losses, device, library version and git commit;
 * ``oracle.csv`` — the same metrics for the exact Bayes-optimal reference;
-* ``config.json`` — the resolved configuration of every preset in the study and the command.
+* ``config.json`` — the resolved configuration of every preset in the study and the commands;
+* ``histories/<preset>-<seed>.csv`` — the per-epoch training curve of each run.
 
 Rows are appended atomically (the whole CSV is rewritten to a temporary file, then renamed), so a
 killed sweep loses at most the run in progress, and rerunning it skips the finished rows.
@@ -175,6 +176,8 @@ def sweep(presets: Sequence[str], seeds: Iterable[int], scale: str = "smoke", de
         t0 = time.perf_counter()
         metrics = score(ModelScorer(result.model, n_samples=cfg.eval.iwae_samples, seed=seed), cfg, splits)
         last = result.history.iloc[-1]
+        (out / "histories").mkdir(exist_ok=True)  # the training curve of every run
+        result.history.assign(preset=preset, seed=seed).to_csv(out / "histories" / f"{preset}-{seed}.csv", index=False)
         append_row(runs_path, dict(preset=preset, seed=seed, scale=scale, **metrics,
                                    final_train_neg_elbo=float(last.train_neg_elbo),
                                    final_valid_neg_elbo=float(last.valid_neg_elbo),

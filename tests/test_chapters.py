@@ -25,7 +25,7 @@ def test_chapter_anatomy(chapter):
     takeaways with glued numbers, what's next and references."""
     text = chapter.read_text()
     assert re.search(r"^\(\S+\)=\n# \d+\. ", text, flags=re.M), "label + numbered title"
-    assert re.search(r"```\{admonition\} Run this chapter", text), "run-this-chapter note"
+    assert re.search(r"(:::|```)\{(tip|admonition)\} Run this chapter", text), "run-this-chapter note"
     assert "## The question" in text and re.search(r"The paper says \(C\d", text), "the claim, quoted"
     assert "## Overview" in text
     params = [c for c in _code_cells(text) if re.search(r"^:tags: \[parameters\]", c, flags=re.M)]

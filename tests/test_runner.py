@@ -31,6 +31,8 @@ def test_sweep_writes_rows_config_and_provenance_then_skips_finished_runs(tmp_pa
     assert len(table) == 4 and set(zip(table.preset, table.seed)) == {(p, s) for p in ("ml-vae", "cxvae") for s in (0, 1)}
     for col in list(METRICS) + ["train_seconds", "version", "git_commit", "device", "torch"]:
         assert col in table.columns and table[col].notna().all()
+    assert sorted(p.name for p in (out / "histories").glob("*.csv")) == sorted(
+        f"{p}-{s}.csv" for p in ("ml-vae", "cxvae") for s in (0, 1))
     config = json.loads((out / "config.json").read_text())
     assert set(config["presets"]) == {"ml-vae", "cxvae"}
     assert config["presets"]["cxvae"]["model"]["group_encoder"] == "deepsets"
