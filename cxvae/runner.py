@@ -27,7 +27,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import __version__
 from .config import ConfigError, RunConfig, make_run_config
@@ -37,7 +37,7 @@ from .oracle import ExamScoresOracle
 from .train import make_splits, resolve_device, train
 
 __all__ = ["parse_seeds", "provenance", "append_row", "score", "sweep", "run_oracle", "summarise",
-           "compare_to", "read_study", "study_command", "load_or_run"]
+           "compare_to", "read_study", "study_command", "load_or_run", "probe_config"]
 
 RUNS_CSV, ORACLE_CSV, CONFIG_JSON = "runs.csv", "oracle.csv", "config.json"
 
@@ -110,14 +110,15 @@ def append_row(path, row: Dict) -> pd.DataFrame:
     return table
 
 
-def _probe_config(cfg: RunConfig) -> ProbeConfig:
+def probe_config(cfg: RunConfig) -> ProbeConfig:
+    """The probes' fixed budget of a run config (``cfg.eval``) as a :class:`ProbeConfig`."""
     return ProbeConfig(steps=cfg.eval.probe_steps, max_train=cfg.eval.probe_max_train, seed=cfg.eval.probe_seed)
 
 
 def score(scorer, cfg: RunConfig, splits) -> Dict[str, float]:
     """Every metric of ``scorer`` on the holdout split of ``splits`` (probes trained on ``train``)."""
     return evaluate(scorer, splits["train"], splits["holdout"], translation_seed=cfg.eval.translation_seed,
-                    probe=_probe_config(cfg))
+                    probe=probe_config(cfg))
 
 
 def _write_config(out: Path, configs: Dict[str, RunConfig], command: str) -> None:

