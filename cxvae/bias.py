@@ -243,12 +243,13 @@ def summarise_posterior_gap(gap: pd.DataFrame, bins: Sequence[int] = (8, 16, 20,
     """Aggregate :func:`group_posterior_gap` by group size: per K bin, the number of groups, the
     ``mu_shrinkage`` slope (least-squares slope of learned on exact posterior mean of mu through
     the origin: 1 is unbiased, < 1 is pulled towards the prior), the mean ``mu_log_var_ratio``,
-    the mean ``mu_kl`` and the mean ``abs_sigma_error``."""
+    the mean ``mu_kl`` and the mean ``abs_sigma_error``; a last row ``K = 'all'`` pools every group."""
+    def row(label, g):
+        return dict(K=label, groups=len(g),
+                    mu_shrinkage=float((g.mu_learned_mean * g.mu_exact_mean).sum() / (g.mu_exact_mean ** 2).sum()),
+                    mu_log_var_ratio=float(g.mu_log_var_ratio.mean()), mu_kl=float(g.mu_kl.mean()),
+                    abs_sigma_error=float(g.abs_sigma_error.mean()))
+
     binned = pd.cut(gap["K"], bins=list(bins), right=False)
-    rows = []
-    for interval, g in gap.groupby(binned, observed=True):
-        rows.append(dict(K=f"{interval.left}-{interval.right - 1}", groups=len(g),
-                         mu_shrinkage=float((g.mu_learned_mean * g.mu_exact_mean).sum() / (g.mu_exact_mean ** 2).sum()),
-                         mu_log_var_ratio=float(g.mu_log_var_ratio.mean()), mu_kl=float(g.mu_kl.mean()),
-                         abs_sigma_error=float(g.abs_sigma_error.mean())))
-    return pd.DataFrame(rows)
+    rows = [row(f"{iv.left}-{iv.right - 1}", g) for iv, g in gap.groupby(binned, observed=True)]
+    return pd.DataFrame(rows + [row("all", gap)])

@@ -104,6 +104,15 @@ def _cmd_summary(args) -> int:
     return 0
 
 
+def _cmd_gap(args) -> int:
+    from .runner import posterior_gap_study
+
+    presets = [p.strip() for p in args.presets.split(",")] if args.presets else None
+    table = posterior_gap_study(args.out, presets)
+    print(table[table.K == "all"].round(3).to_string(index=False))
+    return 0
+
+
 def _cmd_bench(args) -> int:
     from .bench import benchmark_table
 
@@ -143,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", default="smoke", help=f"one of: {', '.join(SCALES)}")
     p.add_argument("--out", default="results/sweep")
     p.set_defaults(func=_cmd_oracle)
+
+    p = sub.add_parser("gap", help="each saved model's group posterior against the exact one")
+    p.add_argument("--out", default="results/sweep", help="a study folder with models/")
+    p.add_argument("--presets", default=None, help="comma-separated presets (default: all saved)")
+    p.set_defaults(func=_cmd_gap)
 
     p = sub.add_parser("bench", help="training throughput per preset on this device, and the full study's cost")
     p.add_argument("--presets", default="ml-vae,gvae,gvae-ad,cxvae")

@@ -180,8 +180,9 @@ def generate_exam_scores(
 
     ``K_i ~ Poisson(mean_extra_size) + min_size``, ``u_i = (mu_i, sigma_i) ~ N(0, I_2)``,
     ``v_ik ~ N(0, 1)`` and ``x_ik = 2 mu_i + (sigma_i^2 + 1) v_ik + eps_ik`` with
-    ``eps_ik ~ N(0, noise_std^2)``. The paper writes the noise as N(0, 0.1) without saying whether
-    0.1 is a variance or a standard deviation; we read it as the standard deviation (0.1).
+    ``eps_ik ~ N(0, noise_std^2)``. The paper calls eps only "a normally-distributed error term" and
+    gives no scale; we use a standard deviation of 0.1 by default (the project's specification,
+    which writes the noise as N(0, 0.1) and reads 0.1 as the standard deviation).
 
     Vectorised and seeded (a private ``torch.Generator``, so global RNG state is untouched).
 

@@ -287,7 +287,8 @@ def compare_presets(train: pd.DataFrame, holdout: pd.DataFrame, *, group: str, v
         model: ModelConfig overrides (e.g. ``dict(v_dim=2)``).
     Returns:
         ``(models, runs)``: ``{(preset, seed): GroupModel}`` and one row per run with
-        ``holdout_nll`` (nats per row), ``v_information`` (nats per row, see
+        ``holdout_nll`` (nats per row), ``u_information`` (nats per group) and ``v_information``
+        (nats per row; see :meth:`~cxvae.tabular.GroupModel.group_information` and
         :meth:`~cxvae.tabular.GroupModel.instance_information`) and, for each effect column c,
         ``u~c`` (:func:`multiple_correlation` of the effect on the group code) with ``u~c low`` /
         ``u~c high``; likewise ``v~c`` for each residual column on the instance code, with the
@@ -302,7 +303,7 @@ def compare_presets(train: pd.DataFrame, holdout: pd.DataFrame, *, group: str, v
                     batch_size=batch_size, device=device, model=model)
             u, v = m.group_codes(), m.instance_codes()
             row = dict(preset=preset, seed=seed, holdout_nll=m.holdout_nll(holdout),
-                       v_information=m.instance_information())
+                       u_information=m.group_information(), v_information=m.instance_information())
             for name, target, codes, clusters in (
                     [("u~" + c, effects[c].loc[u.index], u, None) for c in effects.columns]
                     + [("v~" + c, residuals[c].loc[v.index], v, train[group]) for c in residuals.columns]):

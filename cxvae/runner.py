@@ -6,7 +6,10 @@ A study folder (e.g. ``results/figure4/``) holds
   training and scoring time, final training losses, device, library version and git commit;
 * ``oracle.csv`` — the same metrics for the exact Bayes-optimal reference;
 * ``config.json`` — the resolved configuration of every preset in the study and the commands;
-* ``histories/<preset>-<seed>.csv`` — the per-epoch training curve of each run.
+* ``histories/<preset>-<seed>.csv`` — the per-epoch training curve of each run;
+* ``models/<preset>-<seed>.pt`` — each trained model (``cxvae.model.load_model``);
+* ``posterior_gap.csv`` — written by :func:`posterior_gap_study`: each model's group posterior
+  against the exact one (:func:`cxvae.bias.group_posterior_gap`).
 
 Rows are appended atomically (the whole CSV is rewritten to a temporary file, then renamed), so a
 killed sweep loses at most the run in progress, and rerunning it skips the finished rows.
@@ -34,7 +37,7 @@ from .config import ConfigError, RunConfig, make_run_config
 from .evaluation import ModelScorer
 from .metrics import METRICS, ProbeConfig, evaluate
 from .oracle import ExamScoresOracle
-from .train import make_splits, resolve_device, train
+from .train import make_splits, resolve_device, save_checkpoint, train
 
 __all__ = ["parse_seeds", "provenance", "append_row", "score", "sweep", "run_oracle", "summarise",
            "compare_to", "read_study", "study_command", "load_or_run", "probe_config"]
@@ -177,8 +180,10 @@ def sweep(presets: Sequence[str], seeds: Iterable[int], scale: str = "smoke", de
         t0 = time.perf_counter()
         metrics = score(ModelScorer(result.model, n_samples=cfg.eval.iwae_samples, seed=seed), cfg, splits)
         last = result.history.iloc[-1]
-        (out / "histories").mkdir(exist_ok=True)  # the training curve of every run
+        for sub in ("histories", "models"):
+            (out / sub).mkdir(exist_ok=True)
         result.history.assign(preset=preset, seed=seed).to_csv(out / "histories" / f"{preset}-{seed}.csv", index=False)
+        save_checkpoint(out / "models" / f"{preset}-{seed}.pt", result.model, cfg)  # for later analyses
         append_row(runs_path, dict(preset=preset, seed=seed, scale=scale, **metrics,
                                    final_train_neg_elbo=float(last.train_neg_elbo),
                                    final_valid_neg_elbo=float(last.valid_neg_elbo),
@@ -269,6 +274,33 @@ def compare_to(summary: pd.DataFrame, model: str = "cxvae", baselines: Optional[
             rows.append(dict(model=model, baseline=base, metric=metric, better=better,
                              model_median=a["median"], baseline_median=b["median"], verdict=verdict))
     return pd.DataFrame(rows)
+
+
+def posterior_gap_study(out, presets: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    """Compare every saved model's ``q(u|x)`` in ``out/models`` with the exact posterior on the
+    study's holdout groups; writes and returns ``out/posterior_gap.csv`` (one row per preset,
+    seed and group-size bin, plus ``K = 'all'``; see :func:`cxvae.bias.summarise_posterior_gap`)."""
+    from .bias import group_posterior_gap, summarise_posterior_gap
+    from .model import load_model
+
+    out = Path(out)
+    paths = sorted((out / "models").glob("*.pt"))
+    tables, splits = [], None
+    for path in paths:
+        model, config = load_model(path)
+        cfg = RunConfig.from_dict(config)
+        if presets is not None and cfg.preset not in presets:
+            continue
+        splits = splits or make_splits(cfg.data)
+        table = summarise_posterior_gap(group_posterior_gap(model, splits["holdout"],
+                                                            ExamScoresOracle(cfg.data.noise_std)))
+        tables.append(table.assign(preset=cfg.preset, seed=cfg.seed))
+    if not tables:
+        raise FileNotFoundError(f"no saved models of {presets or 'any preset'} in {out / 'models'}")
+    result = pd.concat(tables, ignore_index=True)
+    result = result[["preset", "seed"] + [c for c in result.columns if c not in ("preset", "seed")]]
+    result.to_csv(out / "posterior_gap.csv", index=False)
+    return result
 
 
 def main_sweep_summary(out) -> str:

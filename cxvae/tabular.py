@@ -39,7 +39,7 @@ from .train import resolve_device, train
 __all__ = [
     "RowIndex", "groups_from_dataframe", "split_within_groups", "split_by_group",
     "load_exam", "load_soybean", "GroupModel", "fit", "predictive_log_density",
-    "nearest_centroid_accuracy", "plot_holdout_nll", "plot_code_correlations", "plot_adjusted_ranking",
+    "nearest_centroid_accuracy", "group_structure", "plot_holdout_nll", "plot_code_correlations", "plot_adjusted_ranking",
     "plot_translation_2d", "plot_soybean_codes",
 ]
 
@@ -364,7 +364,7 @@ class GroupModel:
         """
         data, index = self.to_groups(df)
         u, v = self._scorer().codes(data)
-        ref = self.group_codes().mean().to_numpy() if group_code is None else np.asarray(group_code, dtype=float)
+        ref = np.array(self.group_codes().mean() if group_code is None else group_code, dtype=float)
         device = next(self.model.parameters()).device
         u_ref = torch.as_tensor(ref, dtype=v.dtype, device=device).expand(data.n_groups, -1)
         x_mean, _ = self.model.decode(u_ref, v.to(device))
@@ -383,6 +383,24 @@ class GroupModel:
         codes = self.model.encode(d.x, d.mask, sample=False)
         kl = kl_to_standard_normal(codes["v_mean"], codes["v_var"])  # (N, K)
         return float(kl[d.mask].mean())
+
+    @torch.no_grad()
+    def group_information(self, df: Optional[pd.DataFrame] = None) -> float:
+        """Information the group codes carry: ``KL[q(u_i | x_i) || p(u)]`` in nats per group,
+        averaged over the groups of ``df``. About 0 means the group code is unused."""
+        data, _ = self.to_groups(df)
+        device = next(self.model.parameters()).device
+        d = data.to(device)
+        codes = self.model.encode(d.x, d.mask, sample=False)
+        return float(kl_to_standard_normal(codes["u_mean"], codes["u_var"]).mean())
+
+    @property
+    def noise_std(self) -> pd.Series:
+        """The decoder's learned noise standard deviation per value column, in original units.
+        Close to the column's own standard deviation means the model explains (almost) nothing
+        of that column beyond its group."""
+        s = self.model.decoder.log_var.detach().exp().sqrt().cpu().numpy()
+        return pd.Series(s * self.std.to_numpy(), index=self.values, name="noise_std")
 
     # -- likelihood ---------------------------------------------------------------------------
     def log_density(self, df: pd.DataFrame, n_u: int = 64, n_v: int = 32, seed: int = 0) -> pd.Series:
@@ -462,6 +480,18 @@ def fit(df: pd.DataFrame, group: str, values: Sequence[str], *, preset: str = "c
 # ---------------------------------------------------------------------------------------------
 # A probe for labelled structure in codes (the soybean example)
 # ---------------------------------------------------------------------------------------------
+def group_structure(model: GroupModel, df: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """How much of each group label the codes reveal: :func:`nearest_centroid_accuracy` of
+    predicting every column of ``labels`` (one row per group label) from the group code ``u_i``
+    and from the group's mean instance code ``mean_k v_ik``. Rows ``u`` and ``mean v``."""
+    u = model.group_codes(df)
+    v_mean = model.instance_codes(df).groupby(df[model.group]).mean().loc[u.index]
+    labels = labels.loc[u.index]
+    return pd.DataFrame({c: [nearest_centroid_accuracy(u.to_numpy(), labels[c].to_numpy()),
+                             nearest_centroid_accuracy(v_mean.to_numpy(), labels[c].to_numpy())]
+                         for c in labels.columns}, index=["u", "mean v"])
+
+
 def nearest_centroid_accuracy(codes, labels) -> float:
     """Leave-one-out nearest-class-mean accuracy of predicting ``labels`` from ``codes (n, d)``.
 

