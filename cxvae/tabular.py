@@ -596,7 +596,7 @@ def plot_adjusted_ranking(learned, reference, top: float = 0.1, learned_label: s
             ax.scatter(b[sel], a[sel], s=6, color=colour, linewidths=0, label=f"{label} ({int(sel.sum())})")
         ax.set(xlabel=f"{reference_label}: adjusted score", ylabel=f"{learned_label}: adjusted score",
                title=f"students ranked by school-adjusted score (top {top:.0%} marked)")
-        ax.legend(loc="upper left", markerscale=2)
+        ax.legend(loc="lower right", markerscale=2)
     return fig
 
 
@@ -631,6 +631,8 @@ def plot_soybean_codes(group_codes: pd.DataFrame, plots: pd.DataFrame, instance_
     instance code of every observation against its time, colour = variety."""
     import matplotlib
 
+    from matplotlib.ticker import MaxNLocator
+
     from .plots import OKABE_ITO, STYLE, _figure
 
     colours = {"F": OKABE_ITO[5], "P": OKABE_ITO[6]}
@@ -642,11 +644,15 @@ def plot_soybean_codes(group_codes: pd.DataFrame, plots: pd.DataFrame, instance_
             codes = group_codes.loc[rows.index]
             ax_u.scatter(codes["u0"], codes["u1"], color=colours[var], marker=markers[year], s=22,
                          label=f"{var} {year}", linewidths=0)
-        ax_u.set(title="group codes u (one point per plot)", xlabel="u0", ylabel="u1")
+        ax_u.set(xlabel="u0", ylabel="u1")
+        ax_u.set_title("group codes u (one point per plot)", pad=14)  # room for the axis offset
+        ax_u.ticklabel_format(axis="both", style="sci", scilimits=(-2, 3), useOffset=True)
+        ax_u.xaxis.set_major_locator(MaxNLocator(4))
         ax_u.legend(loc="best", ncol=2, fontsize=7)
         for var, colour in colours.items():
             sel = (variety == var).to_numpy()
             ax_v.scatter(time[sel], instance_codes[sel], s=6, color=colour, label=f"variety {var}", linewidths=0)
-        ax_v.set(title="instance codes v (one point per observation)", xlabel="days after planting", ylabel="v")
+        ax_v.set(xlabel="days after planting", ylabel="v")
+        ax_v.set_title("instance codes v (one point per observation)", pad=14)
         ax_v.legend(loc="best")
     return fig
