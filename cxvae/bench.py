@@ -16,7 +16,7 @@ import torch
 from .config import make_run_config
 from .data import GroupBatchLoader, generate_exam_scores
 from .model import GroupVAE
-from .train import resolve_device
+from .train import resolve_device, train_step
 
 __all__ = ["training_throughput", "benchmark_table"]
 
@@ -47,14 +47,7 @@ def training_throughput(preset: str, scale: str = "paper", device: str = "auto",
         if i == warmup:
             _sync(dev)
             start = time.perf_counter()
-        out = model.losses(batch)
-        opt.zero_grad(set_to_none=True)
-        (out["neg_elbo"] + cfg.train.reg_weight * out["mi"]).backward(inputs=model.vae_parameters())
-        opt.step()
-        if critic_opt is not None:
-            critic_opt.zero_grad(set_to_none=True)
-            out["critic_loss"].backward(inputs=critic)
-            critic_opt.step()
+        train_step(model, batch, opt, critic_opt, cfg.train)
         if i >= warmup:
             n_groups += batch.n_groups
             n_obs += batch.n_observations

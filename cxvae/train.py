@@ -22,7 +22,7 @@ from .config import ConfigError, RunConfig
 from .data import GroupBatchLoader, GroupedData, generate_exam_scores
 from .model import GroupVAE
 
-__all__ = ["resolve_device", "make_splits", "train", "TrainResult", "TrainingDiverged",
+__all__ = ["resolve_device", "make_splits", "train", "train_step", "TrainResult", "TrainingDiverged",
            "evaluate_neg_elbo", "save_checkpoint", "save_run"]
 
 
@@ -66,6 +66,24 @@ def evaluate_neg_elbo(model: GroupVAE, data: GroupedData, batch_size: int = 1024
             n_obs += batch.n_observations
     model.train(was_training)
     return total / n_obs
+
+
+def train_step(model: GroupVAE, batch: GroupedData, opt, critic_opt, tc) -> Dict[str, torch.Tensor]:
+    """One adversarial step on ``batch``: the VAE's Adam step on ``-ELBO + reg_weight * I_hat``,
+    then (if the model has a critic) the critic's Adam step on ``-I_hat``; gradients are clipped
+    to ``tc.grad_clip``. Returns :meth:`GroupVAE.losses` of the batch (before the steps)."""
+    out = model.losses(batch)
+    opt.zero_grad(set_to_none=True)
+    (out["neg_elbo"] + tc.reg_weight * out["mi"]).backward(inputs=model.vae_parameters())
+    torch.nn.utils.clip_grad_norm_(model.vae_parameters(), tc.grad_clip)
+    opt.step()
+    if critic_opt is not None:
+        critic_params = model.critic_parameters()
+        critic_opt.zero_grad(set_to_none=True)
+        out["critic_loss"].backward(inputs=critic_params)
+        torch.nn.utils.clip_grad_norm_(critic_params, tc.grad_clip)
+        critic_opt.step()
+    return out
 
 
 @dataclass
@@ -118,18 +136,9 @@ def train(cfg: RunConfig, splits: Optional[Dict[str, GroupedData]] = None, progr
         sum_mi = torch.zeros((), device=device)
         n_batches = 0
         for batch in loader:
-            out = model.losses(batch)
-            vae_loss = out["neg_elbo"] + tc.reg_weight * out["mi"]
-            opt.zero_grad(set_to_none=True)
-            vae_loss.backward(inputs=model.vae_parameters())
-            torch.nn.utils.clip_grad_norm_(model.vae_parameters(), tc.grad_clip)
-            opt.step()
+            out = train_step(model, batch, opt, critic_opt, tc)
             sched.step()
-            if critic_opt is not None:
-                critic_opt.zero_grad(set_to_none=True)
-                out["critic_loss"].backward(inputs=critic_params)
-                torch.nn.utils.clip_grad_norm_(critic_params, tc.grad_clip)
-                critic_opt.step()
+            if critic_sched is not None:
                 critic_sched.step()
             sum_loss += out["neg_elbo"].detach()
             sum_mi += out["mi"].detach()
