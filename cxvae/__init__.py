@@ -8,6 +8,11 @@ An executable reproduction of "Context-Aware Variational Autoencoder" (CxVAE). T
 * :mod:`cxvae.config` — run configuration, model presets and scales;
 * :mod:`cxvae.train` — training, checkpoints;
 * :mod:`cxvae.oracle` — the exact Bayes-optimal reference for the exam-scores model;
+* :mod:`cxvae.metrics`, :mod:`cxvae.evaluation` — the metrics and the scorers they read;
+* :mod:`cxvae.runner` — sweeps over presets and seeds, the oracle row, summary tables;
+* :mod:`cxvae.bias` — the product-of-normals bias (eq. 1), exact and learned;
+* :mod:`cxvae.tabular`, :mod:`cxvae.mixed` — pandas data, the practitioner API, the mixed model;
+* :mod:`cxvae.plots`, :mod:`cxvae.paper_values`, :mod:`cxvae.bench` — figures, reported values, timing;
 * :mod:`cxvae.cli` — the ``cxvae`` command.
 """
 __version__ = "0.1.0"
