@@ -103,7 +103,10 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     """Optimisation. ``batch_size`` counts groups. ``reg_weight`` multiplies the mutual-information
-    estimate in the encoder's loss; the critic maximises the same estimate with its own Adam."""
+    estimate in the encoder's loss; the critic maximises the same estimate with its own Adam.
+    ``shuffle_seed`` fixes the order in which the training groups are visited; it is shared by
+    all model seeds, so seeds differ in their initialisation and sampling noise (the paper's
+    "random initialisations") and can be trained side by side (:func:`cxvae.train.train_seeds`)."""
 
     epochs: int = 20
     batch_size: int = 128
@@ -112,6 +115,7 @@ class TrainConfig:
     reg_weight: float = 1.0
     lr_decay_to: float = 0.1  # cosine decay of lr to this fraction at the last step
     grad_clip: float = 10.0
+    shuffle_seed: int = 0
 
 
 @dataclass

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from .config import ModelConfig
 from .data import DataError, GroupedData, exam_scores_mean
-from .regularisers import make_regulariser
+from .regularisers import make_regulariser, pairs_from_uniforms
 
 Normal = Tuple[torch.Tensor, torch.Tensor]  # (mean, var)
 MIN_VAR = 1e-6
@@ -69,17 +69,35 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) ->
     return -0.5 * (((x - mean) ** 2) / var + var.log() + math.log(2 * math.pi)).sum(dim=-1)
 
 
-def sample_normal(mean: torch.Tensor, var: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+def observed_noise(mask: torch.Tensor, dim: int, kind: str = "normal", dtype=torch.float32,
+                   generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Noise ``(B, K, dim)`` drawn for the observed positions of ``mask (B, K)`` only, in group
+    order (zero at padding), so a seeded draw does not depend on how much padding a batch has.
+    ``kind`` is ``'normal'`` (N(0, 1)) or ``'uniform'`` (U(0, 1))."""
+    n = int(mask.sum())
+    draw = torch.randn if kind == "normal" else torch.rand
+    flat = draw(n, dim, dtype=dtype, device=mask.device, generator=generator)
+    out = torch.zeros(*mask.shape, dim, dtype=dtype, device=mask.device)
+    out[mask] = flat
+    return out
+
+
+def uniform_pair_noise(mask: torch.Tensor, dtype=torch.float32, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Three independent U(0, 1) fields ``(3, B, K)`` at the observed positions of ``mask (B, K)``
+    (drawn one after the other), for :func:`~cxvae.regularisers.pairs_from_uniforms`."""
+    return torch.stack([observed_noise(mask, 1, "uniform", dtype, generator)[..., 0] for _ in range(3)])
+
+
+def sample_normal(mean: torch.Tensor, var: torch.Tensor, mask: Optional[torch.Tensor] = None,
+                  eps: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Reparameterised sample ``mean + sqrt(var) * eps``.
 
-    With ``mask (B, K)`` (for per-observation codes ``(B, K, d)``), noise is drawn for the observed
-    positions only, in group order, so a seeded sample does not depend on the padding.
+    ``eps`` (same shape as ``mean``) is the standard-normal noise; if None it is drawn from the
+    global RNG, and with ``mask (B, K)`` (per-observation codes ``(B, K, d)``) only at the observed
+    positions (:func:`observed_noise`).
     """
-    if mask is None:
-        eps = torch.randn_like(mean)
-    else:
-        eps = torch.zeros_like(mean)
-        eps[mask] = torch.randn(int(mask.sum()), mean.shape[-1], dtype=mean.dtype, device=mean.device)
+    if eps is None:
+        eps = torch.randn_like(mean) if mask is None else observed_noise(mask, mean.shape[-1], dtype=mean.dtype)
     return mean + var.sqrt() * eps
 
 
@@ -258,17 +276,35 @@ class GroupVAE(nn.Module):
             raise DataError(f"the model expects observations with x_dim={self.cfg.x_dim}; got {batch.x_dim}")
 
     # -- inference ----------------------------------------------------------------------------
-    def encode(self, x: torch.Tensor, mask: torch.Tensor, sample: bool = True) -> Dict[str, torch.Tensor]:
+    def draw_noise(self, mask: torch.Tensor, generator: Optional[torch.Generator] = None,
+                   dtype=torch.float32, with_critic: bool = True) -> Dict[str, torch.Tensor]:
+        """All the randomness of one training step for groups with ``mask (B, K)``.
+
+        Returns ``u (B, u_dim)`` and ``v (B, K, v_dim)`` standard-normal noise for the
+        reparameterised samples and, if the model has a critic (and ``with_critic``), ``pairs (3, B, K)`` uniforms for
+        :func:`~cxvae.regularisers.sample_pairs`; drawn at observed positions only, in this order,
+        from ``generator`` (the global RNG if None).
+        """
+        noise = dict(u=torch.randn(mask.shape[0], self.cfg.u_dim, dtype=dtype, device=mask.device, generator=generator),
+                     v=observed_noise(mask, self.cfg.v_dim, dtype=dtype, generator=generator))
+        if self.regulariser is not None and with_critic:
+            noise["pairs"] = uniform_pair_noise(mask, dtype=dtype, generator=generator)
+        return noise
+
+    def encode(self, x: torch.Tensor, mask: torch.Tensor, sample: bool = True,
+               noise: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
         """Infer the codes of a batch of groups.
 
         Returns a dict with ``u_mean, u_var (B, u_dim)``, ``u (B, u_dim)`` (a sample, or the mean
         when ``sample=False``), ``v_mean, v_var (B, K, v_dim)`` (the conditional encoder reads
-        that ``u``) and ``v (B, K, v_dim)`` (a sample, or the mean).
+        that ``u``) and ``v (B, K, v_dim)`` (a sample, or the mean). ``noise`` (from
+        :meth:`draw_noise`) fixes the samples' noise; if None it is drawn from the global RNG.
         """
+        noise = noise or {}
         u_mean, u_var = self.group_encoder(x, mask)
-        u = sample_normal(u_mean, u_var) if sample else u_mean
+        u = sample_normal(u_mean, u_var, eps=noise.get("u")) if sample else u_mean
         v_mean, v_var = self.instance_encoder(x, u)
-        v = sample_normal(v_mean, v_var, mask) if sample else v_mean
+        v = sample_normal(v_mean, v_var, mask, eps=noise.get("v")) if sample else v_mean
         return dict(u_mean=u_mean, u_var=u_var, u=u, v_mean=v_mean, v_var=v_var, v=v)
 
     def decode(self, u: torch.Tensor, v: torch.Tensor) -> Normal:
@@ -276,14 +312,15 @@ class GroupVAE(nn.Module):
         return self.decoder(u, v)
 
     # -- objective ----------------------------------------------------------------------------
-    def elbo_terms(self, x: torch.Tensor, mask: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def elbo_terms(self, x: torch.Tensor, mask: torch.Tensor,
+                   noise: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
         """One-sample ELBO of each group (paper section 2.1), with its parts, all ``(B,)``.
 
         ``elbo = sum_k E_q log p(x_k | u, v_k) - KL[q(u|x) || p(u)] - sum_k KL[q(v_k|.) || p(v)]``
         with reparameterised samples and closed-form Gaussian KLs (for q(v|x,u) the KL is taken
-        at the sampled u). Also returns the codes of :meth:`encode`.
+        at the sampled u). Also returns the codes of :meth:`encode` (``noise`` as there).
         """
-        codes = self.encode(x, mask, sample=True)
+        codes = self.encode(x, mask, sample=True, noise=noise)
         x_mean, x_var = self.decode(codes["u"], codes["v"])
         m = mask.to(x.dtype)
         log_lik = (gaussian_log_prob(x, x_mean, x_var) * m).sum(dim=1)
@@ -291,24 +328,36 @@ class GroupVAE(nn.Module):
         kl_v = (kl_to_standard_normal(codes["v_mean"], codes["v_var"]) * m).sum(dim=1)
         return dict(codes, log_lik=log_lik, kl_u=kl_u, kl_v=kl_v, elbo=log_lik - kl_u - kl_v)
 
-    def losses(self, batch: GroupedData) -> Dict[str, torch.Tensor]:
-        """The training losses of one batch, per observation.
+    def losses(self, batch: GroupedData, noise: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
+        """The training losses of one batch, per observation (see :meth:`forward`)."""
+        if noise is None:
+            noise = self.draw_noise(batch.mask, dtype=batch.x.dtype)
+        return self(batch.x, batch.mask, noise)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, noise: Dict[str, torch.Tensor],
+                with_critic: bool = True) -> Dict[str, torch.Tensor]:
+        """The training losses of groups ``x (B, K, x_dim)``, ``mask (B, K)``, per observation.
 
         ``vae_loss = -ELBO / n_obs + reg_weight * I_hat`` is minimised by the VAE;
         ``critic_loss = -I_hat`` (on detached codes) by the critic, where ``I_hat`` is the
         regulariser's Donsker-Varadhan estimate (eq. 2 or eq. 3; zero without a regulariser).
-        ``reg_weight`` is applied by the trainer; here ``mi`` is returned unweighted.
+        ``reg_weight`` is applied by the trainer; here ``mi`` is returned unweighted, and
+        ``elbo_sum`` is the batch's total ELBO (not per observation). All the
+        randomness comes from ``noise`` (:meth:`draw_noise`), and there is no data-dependent
+        Python control flow, so the function can be vectorised over seeds with ``torch.func.vmap``.
+        ``with_critic=False`` skips the regulariser (``mi`` is then 0), e.g. for validation.
         """
-        terms = self.elbo_terms(batch.x, batch.mask)
-        n_obs = batch.mask.sum().to(batch.x.dtype)
-        out = dict(neg_elbo=-terms["elbo"].sum() / n_obs, kl_u=terms["kl_u"].sum() / n_obs,
+        terms = self.elbo_terms(x, mask, noise)
+        n_obs = mask.sum().to(x.dtype)
+        elbo_sum = terms["elbo"].sum()
+        out = dict(neg_elbo=-elbo_sum / n_obs, elbo_sum=elbo_sum, kl_u=terms["kl_u"].sum() / n_obs,
                    kl_v=terms["kl_v"].sum() / n_obs, log_lik=terms["log_lik"].sum() / n_obs)
-        if self.regulariser is not None:
-            pairs = self.regulariser.sample_pairs(batch.mask)
-            out["mi"] = self.regulariser(batch.x, terms["v"], batch.mask, pairs)
-            out["critic_loss"] = -self.regulariser(batch.x, terms["v"].detach(), batch.mask, pairs)
+        if self.regulariser is not None and with_critic:
+            pairs = pairs_from_uniforms(mask, noise["pairs"])
+            out["mi"] = self.regulariser(x, terms["v"], mask, pairs)
+            out["critic_loss"] = -self.regulariser(x, terms["v"].detach(), mask, pairs)
         else:
-            out["mi"] = torch.zeros((), device=batch.x.device)
+            out["mi"] = torch.zeros((), dtype=x.dtype, device=x.device)
         return out
 
 

@@ -27,7 +27,8 @@ import torch.nn as nn
 
 from .data import DataError
 
-__all__ = ["NemethCritic", "GroupwiseCritic", "donsker_varadhan", "sample_pairs", "make_regulariser"]
+__all__ = ["NemethCritic", "GroupwiseCritic", "donsker_varadhan", "sample_pairs", "pairs_from_uniforms",
+           "check_pairable", "make_regulariser"]
 
 
 def donsker_varadhan(t_joint: torch.Tensor, t_marginal: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -41,34 +42,46 @@ def donsker_varadhan(t_joint: torch.Tensor, t_marginal: torch.Tensor, mask: torc
     return mean_joint - log_mean_exp
 
 
-def sample_pairs(mask: torch.Tensor) -> Dict[str, torch.Tensor]:
-    """Random partners for every position (i, k) of a left-aligned ``mask (B, K)``.
-
-    Returns ``(B, K)`` long tensors: ``same_group_other`` = an observation l != k of group i
-    (uniform); ``other_group`` = a group j != i (uniform); ``other_group_obs`` = an observation of
-    group j (uniform). Needs groups of at least 2 observations and at least 2 groups.
-    """
-    batch, k_max = mask.shape
+def check_pairable(mask: torch.Tensor) -> None:
+    """Raise :class:`DataError` unless every group of ``mask (B, K)`` can be paired: at least 2
+    groups, each with at least 2 observations."""
     sizes = mask.sum(dim=1)
-    if batch < 2:
+    if mask.shape[0] < 2:
         raise DataError("the mutual-information regulariser needs at least 2 groups per batch")
     if bool((sizes < 2).any()):
         raise DataError("the mutual-information regulariser needs groups of at least 2 observations; "
                         f"this batch has {int((sizes < 2).sum())} smaller group(s)")
-    device = mask.device
 
-    def uniform():  # U(0, 1) at observed positions only (in group order), so padding changes nothing
-        out = torch.zeros(batch, k_max, device=device)
-        out[mask] = torch.rand(int(mask.sum()), device=device)
-        return out
 
-    positions = torch.arange(k_max, device=device)[None, :]
-    offset = 1 + (uniform() * (sizes - 1)[:, None]).long()  # in 1..K_i-1
+def pairs_from_uniforms(mask: torch.Tensor, uniforms: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """The partners of :func:`sample_pairs` computed from given ``uniforms (3, B, K)`` in [0, 1).
+
+    No checks and no data-dependent control flow (so it can run under ``torch.func.vmap``); the
+    caller guarantees :func:`check_pairable`.
+    """
+    batch, k_max = mask.shape
+    sizes = mask.sum(dim=1)
+    positions = torch.arange(k_max, device=mask.device)[None, :]
+    offset = 1 + (uniforms[0] * (sizes - 1)[:, None]).long()  # in 1..K_i-1
     same_group_other = (positions + offset) % sizes[:, None]
-    shift = 1 + (uniform() * (batch - 1)).long()  # in 1..B-1
-    other_group = (torch.arange(batch, device=device)[:, None] + shift) % batch
-    other_group_obs = (uniform() * sizes[other_group]).long()
+    shift = 1 + (uniforms[1] * (batch - 1)).long()  # in 1..B-1
+    other_group = (torch.arange(batch, device=mask.device)[:, None] + shift) % batch
+    other_group_obs = (uniforms[2] * sizes[other_group]).long()
     return dict(same_group_other=same_group_other, other_group=other_group, other_group_obs=other_group_obs)
+
+
+def sample_pairs(mask: torch.Tensor, generator: torch.Generator | None = None) -> Dict[str, torch.Tensor]:
+    """Random partners for every position (i, k) of a left-aligned ``mask (B, K)``.
+
+    Returns ``(B, K)`` long tensors: ``same_group_other`` = an observation l != k of group i
+    (uniform); ``other_group`` = a group j != i (uniform); ``other_group_obs`` = an observation of
+    group j (uniform). Needs groups of at least 2 observations and at least 2 groups. The uniforms
+    are drawn at observed positions only, so padding changes nothing.
+    """
+    from .model import uniform_pair_noise  # local import: model.py imports this module
+
+    check_pairable(mask)
+    return pairs_from_uniforms(mask, uniform_pair_noise(mask, generator=generator))
 
 
 def _mlp(in_dim: int, out_dim: int, hidden: int, depth: int) -> nn.Sequential:

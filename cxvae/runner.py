@@ -37,7 +37,7 @@ from .config import ConfigError, RunConfig, make_run_config
 from .evaluation import ModelScorer
 from .metrics import METRICS, ProbeConfig, evaluate
 from .oracle import ExamScoresOracle
-from .train import make_splits, resolve_device, save_checkpoint, train
+from .train import make_splits, resolve_device, save_checkpoint, train_seeds
 
 __all__ = ["parse_seeds", "provenance", "append_row", "score", "sweep", "run_oracle", "summarise",
            "compare_to", "read_study", "study_command", "load_or_run", "probe_config"]
@@ -155,12 +155,16 @@ def _merge_config(path: Path, out: Path, resolved: Dict, command: str) -> None:
 
 def sweep(presets: Sequence[str], seeds: Iterable[int], scale: str = "smoke", device: str = "auto",
           out="results/sweep", progress: bool = True, command: Optional[str] = None,
-          overrides: Optional[Dict] = None) -> pd.DataFrame:
+          overrides: Optional[Dict] = None, stack: int = 1) -> pd.DataFrame:
     """Train and score every (preset, seed) not yet in ``out/runs.csv``; returns the whole table.
 
     All presets share one data sample (the scale's ``DataConfig``), so their scores are paired.
     ``overrides`` may hold ``model``/``train``/``data``/``eval`` dicts applied to every preset.
+    ``stack`` seeds of a preset are trained at once (:func:`~cxvae.train.train_seeds`), in blocks
+    of the pending seeds taken in order; each run is scored and saved as soon as its block ends.
     """
+    if stack < 1:
+        raise ConfigError(f"stack must be at least 1; got {stack}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     seeds = list(seeds)
@@ -168,28 +172,40 @@ def sweep(presets: Sequence[str], seeds: Iterable[int], scale: str = "smoke", de
     _write_config(out, configs, command or f"cxvae sweep --presets {','.join(presets)} --scale {scale}")
     runs_path = out / RUNS_CSV
     done = _finished(runs_path)
-    todo = [(p, s) for p in presets for s in seeds if (p, s) not in done]
+    todo = {p: [s for s in seeds if (p, s) not in done] for p in presets}
     dev = resolve_device(device)
     prov = provenance(dev)
-    splits = {k: v.to(dev) for k, v in make_splits(next(iter(configs.values())).data).items()} if todo else None
-    for preset, seed in tqdm(todo, desc="sweep", disable=not progress or not todo):
-        if (preset, seed) in _finished(runs_path):  # another sweep sharing the folder did it
-            continue
-        cfg = make_run_config(preset, seed=seed, scale=scale, device=device, **(overrides or {}))
-        result = train(cfg, splits, progress=False)
-        t0 = time.perf_counter()
-        metrics = score(ModelScorer(result.model, n_samples=cfg.eval.iwae_samples, seed=seed), cfg, splits)
-        last = result.history.iloc[-1]
-        for sub in ("histories", "models"):
-            (out / sub).mkdir(exist_ok=True)
-        result.history.assign(preset=preset, seed=seed).to_csv(out / "histories" / f"{preset}-{seed}.csv", index=False)
-        save_checkpoint(out / "models" / f"{preset}-{seed}.pt", result.model, cfg)  # for later analyses
-        append_row(runs_path, dict(preset=preset, seed=seed, scale=scale, **metrics,
-                                   final_train_neg_elbo=float(last.train_neg_elbo),
-                                   final_valid_neg_elbo=float(last.valid_neg_elbo),
-                                   train_seconds=round(result.seconds, 2),
-                                   score_seconds=round(time.perf_counter() - t0, 2), **prov))
+    n_todo = sum(map(len, todo.values()))
+    splits = {k: v.to(dev) for k, v in make_splits(next(iter(configs.values())).data).items()} if n_todo else None
+    bar = tqdm(total=n_todo, desc="sweep", disable=not progress or not n_todo)
+    for preset, pending in todo.items():
+        for start in range(0, len(pending), stack):
+            block = [s for s in pending[start:start + stack] if (preset, s) not in _finished(runs_path)]
+            if not block:  # another sweep sharing the folder did them
+                continue
+            cfg = make_run_config(preset, seed=block[0], scale=scale, device=device, **(overrides or {}))
+            for result in train_seeds(cfg, block, splits, progress=False):
+                _score_and_save(result, splits, out, prov)
+                bar.update(1)
+    bar.close()
     return pd.read_csv(runs_path) if runs_path.exists() else pd.DataFrame()
+
+
+def _score_and_save(result, splits, out: Path, prov: Dict[str, str]) -> None:
+    """Score one trained run on the holdout groups and save its row, curve and model."""
+    cfg, preset, seed = result.config, result.config.preset, result.config.seed
+    t0 = time.perf_counter()
+    metrics = score(ModelScorer(result.model, n_samples=cfg.eval.iwae_samples, seed=seed), cfg, splits)
+    last = result.history.iloc[-1]
+    for sub in ("histories", "models"):
+        (out / sub).mkdir(exist_ok=True)
+    result.history.assign(preset=preset, seed=seed).to_csv(out / "histories" / f"{preset}-{seed}.csv", index=False)
+    save_checkpoint(out / "models" / f"{preset}-{seed}.pt", result.model, cfg)  # for later analyses
+    append_row(out / RUNS_CSV, dict(preset=preset, seed=seed, scale=cfg.scale, **metrics,
+                                    final_train_neg_elbo=float(last.train_neg_elbo),
+                                    final_valid_neg_elbo=float(last.valid_neg_elbo),
+                                    train_seconds=round(result.seconds, 2),
+                                    score_seconds=round(time.perf_counter() - t0, 2), **prov))
 
 
 def run_oracle(scale: str = "smoke", out="results/sweep", noise_std: Optional[float] = None,

@@ -6,6 +6,7 @@ stage of ``scripts/test.sh``). Here every chapter is re-executed by papermill wi
 """
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -46,11 +47,22 @@ def test_chapter_cells_are_short(chapter):
         assert len(lines) <= 18, f"a {len(lines)}-line cell in {chapter.name}:\n{cell[:300]}"
 
 
+SCRATCH = ROOT / "runs" / "ci-smoke"
+
+
+@pytest.fixture(scope="module")
+def fresh_scratch():
+    """One scratch folder shared by this session's chapter runs, emptied first: rows left by an
+    earlier session (perhaps by older code) must not stand in for this code's results."""
+    shutil.rmtree(SCRATCH, ignore_errors=True)
+    return SCRATCH
+
+
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
-def test_chapter_reruns_from_scratch_at_smoke_scale(chapter, tmp_path, monkeypatch):
+def test_chapter_reruns_from_scratch_at_smoke_scale(chapter, tmp_path, monkeypatch, fresh_scratch):
     """papermill re-runs the chapter with RECOMPUTE=True, SMOKE=True (training to figure)."""
     papermill = pytest.importorskip("papermill")
-    monkeypatch.setenv("CXVAE_SCRATCH", str(ROOT / "runs" / "ci-smoke"))  # shared: chapters reuse rows
+    monkeypatch.setenv("CXVAE_SCRATCH", str(fresh_scratch))  # shared: chapters reuse rows
     notebook = chapter.with_suffix(".ipynb")
     parameters = dict(RECOMPUTE=True, SMOKE=True, DEVICE="cpu")
     if re.search(r"^SEEDS = ", chapter.read_text(), flags=re.M):

@@ -42,7 +42,7 @@ def test_sweep_writes_rows_config_and_provenance_then_skips_finished_runs(tmp_pa
     assert config["presets"]["cxvae"]["model"]["group_encoder"] == "deepsets"
 
     calls = []
-    monkeypatch.setattr(runner, "train", lambda *a, **k: calls.append(a) or pytest.fail("retrained"))
+    monkeypatch.setattr(runner, "train_seeds", lambda *a, **k: calls.append(a) or pytest.fail("retrained"))
     again = runner.sweep(["ml-vae", "cxvae"], [0, 1], scale="smoke", device="cpu", out=out,
                          progress=False, overrides=TINY)
     assert calls == [] and again.equals(table)
@@ -52,7 +52,7 @@ def test_a_killed_sweep_keeps_finished_rows_and_resumes(tmp_path, monkeypatch):
     """If a run dies mid-sweep, finished rows survive, no partial file is left, and a rerun
     completes only what is missing."""
     out = tmp_path / "study"
-    real_train = runner.train
+    real_train = runner.train_seeds
     count = {"n": 0}
 
     def dying_train(*args, **kwargs):
@@ -61,7 +61,7 @@ def test_a_killed_sweep_keeps_finished_rows_and_resumes(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # the machine went away during the second run
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "train", dying_train)
+    monkeypatch.setattr(runner, "train_seeds", dying_train)
     with pytest.raises(KeyboardInterrupt):
         runner.sweep(["gvae"], [0, 1, 2], scale="smoke", device="cpu", out=out, progress=False, overrides=TINY)
     first = pd.read_csv(out / "runs.csv")
@@ -69,7 +69,7 @@ def test_a_killed_sweep_keeps_finished_rows_and_resumes(tmp_path, monkeypatch):
     assert not list(out.glob("*.tmp"))
 
     trained = []
-    monkeypatch.setattr(runner, "train", lambda *a, **k: trained.append(a[0].seed) or real_train(*a, **k))
+    monkeypatch.setattr(runner, "train_seeds", lambda *a, **k: trained.extend(a[1]) or real_train(*a, **k))
     final = runner.sweep(["gvae"], [0, 1, 2], scale="smoke", device="cpu", out=out, progress=False, overrides=TINY)
     assert trained == [1, 2]
     assert sorted(final.seed) == [0, 1, 2]
@@ -146,10 +146,13 @@ def test_cli_rejects_unknown_presets_and_missing_studies(tmp_path, capsys):
 
 def test_cli_bench_prints_throughput(capsys):
     """`cxvae bench` at its smallest scale prints a positive throughput per preset."""
-    assert main(["bench", "--presets", "gvae,cxvae", "--scale", "smoke", "--steps", "2", "--device", "cpu"]) == 0
+    assert main(["bench", "--presets", "gvae,cxvae", "--scale", "smoke", "--steps", "2", "--device", "cpu",
+                 "--stacks", "1,3"]) == 0
     printed = capsys.readouterr().out
-    assert "groups_per_s" in printed and "cxvae" in printed and "gvae" in printed
+    assert "groups_per_s" in printed and "cxvae" in printed and "gvae" in printed and "stack" in printed
     from cxvae.bench import training_throughput
 
     t = training_throughput("gvae", scale="smoke", device="cpu", steps=2, warmup=1)
     assert t["groups_per_s"] > 0 and t["observations_per_s"] > t["groups_per_s"]
+    t3 = training_throughput("gvae", scale="smoke", device="cpu", steps=2, warmup=1, n_seeds=3)
+    assert t3["seconds_per_step"] > 0 and t3["observations_per_s"] > t3["groups_per_s"]

@@ -1,0 +1,126 @@
+"""Tests of training many seeds at once (:class:`cxvae.train.SeedStack`, :func:`train_seeds`):
+the stack computes each seed's own losses, never mixes seeds in gradients, clipping or Adam, and
+a seed trains alike alone or beside others."""
+import math
+
+import pytest
+import torch
+
+from cxvae.config import ConfigError, make_run_config
+from cxvae.data import GroupBatchLoader, generate_exam_scores
+from cxvae.model import GroupVAE
+from cxvae.train import (SeedStack, TrainingDiverged, clip_grad_norm_per_seed_, make_splits, train, train_seeds,
+                         train_step)
+
+SEEDS = [3, 7, 11]
+
+
+def _cfg(preset="cxvae", epochs=1, **train):
+    return make_run_config(preset, seed=0, scale="smoke", device="cpu", data=dict(n_train=512, n_valid=64),
+                           train=dict(epochs=epochs, **train))
+
+
+def _batch_for(stack, n_groups=16, seed=0):
+    data = generate_exam_scores(n_groups, seed=seed)
+    x = data.x.expand(len(stack.seeds), *data.x.shape)
+    mask = data.mask.expand(len(stack.seeds), *data.mask.shape)
+    return data, x, mask
+
+
+@pytest.mark.parametrize("preset", ["cxvae", "gvae-ad", "ml-vae"])
+def test_each_seed_starts_as_its_own_single_run_and_computes_its_own_losses(preset):
+    """Seed s's stacked parameters are those of GroupVAE under torch.manual_seed(s), and its
+    stacked losses equal the plain model's losses with the same noise."""
+    stack = SeedStack(_cfg(preset).model, SEEDS, torch.device("cpu"))
+    data, x, mask = _batch_for(stack)
+    noise = stack.draw_noise(mask)
+    out = stack.losses(x, mask, noise)
+    for i, seed in enumerate(SEEDS):
+        torch.manual_seed(seed)
+        alone = GroupVAE(_cfg(preset).model)
+        for name, tensor in alone.state_dict().items():
+            assert torch.equal(stack.model(i).state_dict()[name], tensor)
+        ref = alone(data.x, data.mask, {k: v[i] for k, v in noise.items()})
+        for name in ref:
+            torch.testing.assert_close(out[name][i], ref[name], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("preset", ["cxvae", "gvae-ad"])
+def test_gradients_never_cross_seeds(preset):
+    """The loss of one seed has exactly zero gradient with respect to every other seed's parameters."""
+    stack = SeedStack(_cfg(preset).model, SEEDS, torch.device("cpu"))
+    _, x, mask = _batch_for(stack, seed=1)
+    out = stack.losses(x, mask, stack.draw_noise(mask))
+    (out["neg_elbo"][1] + 0.5 * out["mi"][1] + out["critic_loss"][1]).backward()  # mi and critic_loss cancel on the critic at 1:1
+    for name, p in stack.params.items():
+        assert p.grad is not None, name
+        assert torch.count_nonzero(p.grad[[0, 2]]) == 0, name
+        assert torch.count_nonzero(p.grad[1]) > 0 or name.endswith("log_var"), name
+
+
+def test_gradient_clipping_is_per_seed():
+    """A seed with huge gradients is clipped to max_norm; the other seed's gradients are untouched."""
+    params = [torch.zeros(2, 3, 4, requires_grad=True), torch.zeros(2, 5, requires_grad=True)]
+    torch.manual_seed(0)
+    for p in params:
+        p.grad = torch.randn_like(p) * 0.01
+        p.grad[0] *= 1e5
+    before = [p.grad[1].clone() for p in params]
+    norms = clip_grad_norm_per_seed_(params, max_norm=1.0)
+    assert norms[0] > 10 and norms[1] < 1
+    assert all(torch.equal(p.grad[1], b) for p, b in zip(params, before))
+    clipped = math.sqrt(sum(float(p.grad[0].pow(2).sum()) for p in params))
+    assert clipped == pytest.approx(1.0, rel=1e-5)
+    # the single-model clipping of torch gives the same norm for a seed taken alone
+    single = [torch.zeros(3, 4, requires_grad=True), torch.zeros(5, requires_grad=True)]
+    for s, b in zip(single, before):
+        s.grad = b.clone()
+    assert float(torch.nn.utils.clip_grad_norm_(single, 1.0)) == pytest.approx(float(norms[1]), rel=1e-6)
+
+
+def test_one_seed_trains_exactly_like_the_plain_training_step():
+    """train() is the plain loop over train_step (same seed, same batches): identical weights."""
+    cfg = _cfg("cxvae", epochs=1)
+    splits = make_splits(cfg.data)
+    result = train(cfg, splits, progress=False)
+
+    torch.manual_seed(cfg.seed)
+    model = GroupVAE(cfg.model)
+    loader = GroupBatchLoader(splits["train"], cfg.train.batch_size, seed=cfg.train.shuffle_seed,
+                              drop_last=splits["train"].n_groups >= 2 * cfg.train.batch_size)
+    steps = len(loader)
+    decay = lambda t: cfg.train.lr_decay_to + (1 - cfg.train.lr_decay_to) * 0.5 * (1 + math.cos(math.pi * t / steps))  # noqa: E731
+    opt = torch.optim.Adam(model.vae_parameters(), lr=cfg.train.lr)
+    critic_opt = torch.optim.Adam(model.critic_parameters(), lr=cfg.train.critic_lr)
+    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, decay) for o in (opt, critic_opt)]
+    for batch in loader:
+        train_step(model, batch, opt, critic_opt, cfg.train)
+        for s in schedulers:
+            s.step()
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(result.model.state_dict()[name], tensor), name
+
+
+def test_a_seed_trains_alike_alone_or_beside_other_seeds():
+    """Seed 0 trained alone and inside a stack of three ends in the same place: its losses agree
+    to float rounding (batched products round their last bits differently, nothing more)."""
+    cfg = _cfg("cxvae", epochs=2)
+    splits = make_splits(cfg.data)
+    alone = train_seeds(cfg, [0], splits, progress=False)[0]
+    stacked = train_seeds(cfg, [5, 0, 9], splits, progress=False)
+    beside = stacked[1]
+    assert beside.config.seed == 0 and [r.config.seed for r in stacked] == [5, 0, 9]
+    torch.testing.assert_close(torch.tensor(beside.history.valid_neg_elbo.values),
+                               torch.tensor(alone.history.valid_neg_elbo.values), rtol=1e-3, atol=0)
+    for name, tensor in alone.model.state_dict().items():
+        torch.testing.assert_close(beside.model.state_dict()[name], tensor, rtol=0, atol=2e-2)
+    # and the other seeds really are different models
+    assert not torch.allclose(stacked[0].model.instance_encoder.net[0].weight,
+                              beside.model.instance_encoder.net[0].weight, atol=0.1)
+
+
+def test_train_seeds_rejects_repeated_seeds_and_names_a_diverged_seed():
+    with pytest.raises(ConfigError, match="distinct"):
+        train_seeds(_cfg(), [1, 1], progress=False)
+    with pytest.raises(TrainingDiverged, match=r"seed 4, 6\) diverged in epoch 1"):
+        train_seeds(_cfg("gvae", lr=1e9), [4, 6], progress=False)
