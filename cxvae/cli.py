@@ -1,4 +1,5 @@
-"""The ``cxvae`` command line: ``cxvae train``, ``cxvae evaluate``, ``cxvae sweep``, ``cxvae oracle``.
+"""The ``cxvae`` command line: ``cxvae train``, ``cxvae evaluate``, ``cxvae sweep``, ``cxvae oracle``,
+``cxvae summary``, ``cxvae gap``, ``cxvae strength`` and ``cxvae bench``.
 
 Run ``cxvae COMMAND --help`` for the options of each command.
 """
@@ -12,6 +13,7 @@ from typing import Optional, Sequence
 from .config import (DECODERS, GROUP_ENCODERS, INSTANCE_ENCODERS, PRESETS, REGULARISERS, SCALES,
                      ConfigError, make_run_config)
 from .data import DataError
+from .strength import STRENGTHS
 from .train import TrainingDiverged
 
 __all__ = ["main", "build_parser"]
@@ -113,6 +115,26 @@ def _cmd_gap(args) -> int:
     return 0
 
 
+def _cmd_strength(args) -> int:
+    from .runner import parse_seeds
+    from .strength import strength_study, summarise_strength
+
+    presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+    for p in presets:
+        make_run_config(p)  # unknown names fail here, before any training
+    try:
+        strengths = [float(c) for c in args.strengths.split(",")]
+    except ValueError:
+        raise ConfigError(f"cannot read strengths {args.strengths!r}; use e.g. 0,0.5,1") from None
+    command = "cxvae " + " ".join(sys.argv[1:]) if args.command_line is None else args.command_line
+    table = strength_study(strengths, presets, parse_seeds(args.seeds), scale=args.scale, out=args.out,
+                           device=args.device, stack=args.stack, progress=not args.quiet, command=command)
+    summary = summarise_strength(table, metrics=["translation_mse"])
+    print("median translation MSE by group strength c:")
+    print(summary.pivot(index="group_strength", columns="preset", values="median").round(3).to_string())
+    return 0
+
+
 def _cmd_bench(args) -> int:
     from .bench import benchmark_table
     from .runner import parse_seeds
@@ -160,6 +182,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results/sweep", help="a study folder with models/")
     p.add_argument("--presets", default=None, help="comma-separated presets (default: all saved)")
     p.set_defaults(func=_cmd_gap)
+
+    p = sub.add_parser("strength", help="the group-strength study (paper 6.3): presets x seeds at each strength c")
+    p.add_argument("--strengths", default=",".join(map(str, STRENGTHS)),
+                   help="comma-separated group strengths c (default: 7 from 0 to 1)")
+    p.add_argument("--presets", default="ml-vae,gvae,gvae-ad,cxvae", help="comma-separated preset names")
+    p.add_argument("--seeds", default="0-19", help="e.g. 0-19 (default)")
+    p.add_argument("--scale", default="study", help=f"one of: {', '.join(SCALES)} (default study)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--stack", type=int, default=20, help="seeds trained at once (default 20)")
+    p.add_argument("--out", default="results/strength")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=_cmd_strength)
 
     p = sub.add_parser("bench", help="training throughput per preset on this device, and the full study's cost")
     p.add_argument("--presets", default="ml-vae,gvae,gvae-ad,cxvae")

@@ -51,6 +51,8 @@ class GroupedData:
         u: ground-truth group factors ``(N, u_dim)`` or None for real data.
         v: ground-truth instance factors ``(N, K_max, v_dim)`` or None for real data.
         group_ids: ``(N,)`` long, the index of each group in the data set it came from.
+        group_strength: the exam-scores generator's ``c`` (:func:`exam_scores_mean`); 1 for the
+            paper's data, ignored for real data.
     """
 
     x: torch.Tensor
@@ -58,6 +60,7 @@ class GroupedData:
     u: Optional[torch.Tensor] = None
     v: Optional[torch.Tensor] = None
     group_ids: Optional[torch.Tensor] = None
+    group_strength: float = 1.0
 
     def __post_init__(self) -> None:
         if self.group_ids is None:
@@ -87,7 +90,8 @@ class GroupedData:
     # -- moving and slicing -------------------------------------------------------------------
     def to(self, device) -> "GroupedData":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return GroupedData(move(self.x), move(self.mask), move(self.u), move(self.v), move(self.group_ids))
+        return GroupedData(move(self.x), move(self.mask), move(self.u), move(self.v), move(self.group_ids),
+                           self.group_strength)
 
     def subset(self, index) -> "GroupedData":
         """Groups ``index`` (a tensor/array/slice), trimmed to the largest of their sizes."""
@@ -98,7 +102,7 @@ class GroupedData:
         pick = lambda t, trim: None if t is None else (t[index][:, :k_max] if trim else t[index])  # noqa: E731
         return GroupedData(
             x=pick(self.x, True), mask=mask[:, :k_max], u=pick(self.u, False),
-            v=pick(self.v, True), group_ids=pick(self.group_ids, False),
+            v=pick(self.v, True), group_ids=pick(self.group_ids, False), group_strength=self.group_strength,
         )
 
     def pad_to(self, k_max: int) -> "GroupedData":
@@ -108,7 +112,8 @@ class GroupedData:
             raise DataError(f"cannot pad to {k_max}: groups already have {self.x.shape[1]} positions")
         pad = lambda t, value: None if t is None else torch.nn.functional.pad(  # noqa: E731
             t, (0, 0) * (t.dim() - 2) + (0, extra), value=value)
-        return GroupedData(pad(self.x, 0.0), pad(self.mask, False), self.u, pad(self.v, 0.0), self.group_ids)
+        return GroupedData(pad(self.x, 0.0), pad(self.mask, False), self.u, pad(self.v, 0.0), self.group_ids,
+                           self.group_strength)
 
     def flat_x(self) -> torch.Tensor:
         """The real observations only, ``(n_observations, x_dim)`` in group order."""
@@ -154,17 +159,23 @@ class GroupedData:
 # ---------------------------------------------------------------------------------------------
 # The exam-scores problem
 # ---------------------------------------------------------------------------------------------
-def exam_scores_mean(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def exam_scores_mean(u: torch.Tensor, v: torch.Tensor, group_strength: float = 1.0) -> torch.Tensor:
     """The noiseless exam score ``2 mu + (sigma^2 + 1) v`` (paper section 3.1).
+
+    With ``group_strength = c`` the group component is scaled: ``c 2 mu + (c sigma^2 + 1) v``
+    (``c = 1``: the paper's data; ``c = 0``: no group effect, see :mod:`cxvae.strength`).
 
     Args:
         u: group factors ``(..., 2)`` holding (mu, sigma).
         v: instance factors ``(..., 1)``, broadcastable against ``u[..., :1]``.
+        group_strength: ``c >= 0``.
     Returns:
         ``(..., 1)`` scores.
     """
     mu, sigma = u[..., :1], u[..., 1:2]
-    return 2.0 * mu + (sigma ** 2 + 1.0) * v
+    if group_strength == 1.0:  # the paper's formula, written as the paper writes it
+        return 2.0 * mu + (sigma ** 2 + 1.0) * v
+    return group_strength * 2.0 * mu + (group_strength * sigma ** 2 + 1.0) * v
 
 
 def generate_exam_scores(
@@ -173,6 +184,7 @@ def generate_exam_scores(
     mean_extra_size: float = 16.0,
     min_size: int = 8,
     noise_std: float = 0.1,
+    group_strength: float = 1.0,
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
 ) -> GroupedData:
@@ -183,6 +195,9 @@ def generate_exam_scores(
     ``eps_ik ~ N(0, noise_std^2)``. The paper calls eps only "a normally-distributed error term" and
     gives no scale; we use a standard deviation of 0.1 by default (the project's specification,
     which writes the noise as N(0, 0.1) and reads 0.1 as the standard deviation).
+
+    ``group_strength = c`` scales the group component (:func:`exam_scores_mean`); the draws do
+    not depend on it, so data sets that differ only in ``c`` share every factor and noise value.
 
     Vectorised and seeded (a private ``torch.Generator``, so global RNG state is untouched).
 
@@ -195,6 +210,8 @@ def generate_exam_scores(
         raise DataError(f"min_size must be at least 1; got {min_size}")
     if noise_std < 0 or not math.isfinite(noise_std):
         raise DataError(f"noise_std must be a finite non-negative number; got {noise_std}")
+    if not (math.isfinite(group_strength) and group_strength >= 0):
+        raise DataError(f"group_strength must be a finite non-negative number; got {group_strength}")
     gen = torch.Generator().manual_seed(int(seed))
     sizes = torch.poisson(torch.full((n_groups,), float(mean_extra_size), dtype=torch.float64), generator=gen)
     sizes = sizes.long() + min_size
@@ -203,9 +220,9 @@ def generate_exam_scores(
     u = torch.randn(n_groups, 2, generator=gen, dtype=dtype)
     v = torch.randn(n_groups, k_max, 1, generator=gen, dtype=dtype)
     eps = noise_std * torch.randn(n_groups, k_max, 1, generator=gen, dtype=dtype)
-    x = exam_scores_mean(u[:, None, :], v) + eps
+    x = exam_scores_mean(u[:, None, :], v, group_strength) + eps
     keep = mask[..., None]
-    return GroupedData(x=x * keep, mask=mask, u=u, v=v * keep)
+    return GroupedData(x=x * keep, mask=mask, u=u, v=v * keep, group_strength=float(group_strength))
 
 
 def from_groups(groups: Sequence, *, dtype: torch.dtype = torch.float32) -> GroupedData:
@@ -317,5 +334,5 @@ def true_translation(data: GroupedData, target: torch.Tensor) -> torch.Tensor:
     """
     if data.u is None or data.v is None:
         raise DataError("ground-truth translation needs the true factors u and v")
-    x_translated = exam_scores_mean(data.u[target][:, None, :], data.v)
+    x_translated = exam_scores_mean(data.u[target][:, None, :], data.v, data.group_strength)
     return x_translated * data.mask[..., None]

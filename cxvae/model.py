@@ -217,9 +217,10 @@ class ExamScoresDecoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.register_buffer("log_var", torch.tensor([2.0 * math.log(cfg.noise_std)]))
+        self.group_strength = cfg.group_strength
 
     def forward(self, u: torch.Tensor, v: torch.Tensor) -> Normal:
-        mean = exam_scores_mean(u[:, None, :], v)  # (B, K, 1)
+        mean = exam_scores_mean(u[:, None, :], v, self.group_strength)  # (B, K, 1)
         return mean, self.log_var.exp().expand_as(mean)
 
 

@@ -5,8 +5,11 @@ Why an exact reference exists at all
 For real data the true generative model is unknown, so no model can be compared with the best
 possible answer. The exam-scores data are synthetic: we *know* the model that generated them,
 
-    u = (mu, sigma) ~ N(0, I_2),   v_k ~ N(0, 1) iid,   x_k = 2 mu + a v_k + eps_k,
-    a = sigma^2 + 1,   eps_k ~ N(0, s^2),   s = ``noise_std`` > 0,
+    u = (mu, sigma) ~ N(0, I_2),   v_k ~ N(0, 1) iid,   x_k = b mu + a v_k + eps_k,
+    b = 2 c,   a = c sigma^2 + 1,   eps_k ~ N(0, s^2),   s = ``noise_std`` > 0,
+
+where c = ``group_strength`` is 1 for the paper's data (b = 2, a = sigma^2 + 1; see
+:mod:`cxvae.strength` for other c). Below, "2" of the paper's formula is written b.
 
 so we can compute the true posterior p(u, v | x) and the true likelihood p(x) of every group.
 They give the floor for the holdout NLL, the Bayes-optimal reconstruction and translation, and
@@ -14,17 +17,17 @@ the "encoder" that a perfectly disentangled model would approach.
 
 Derivation (one group of K observations; the group index is dropped)
 --------------------------------------------------------------------
-1. Integrate each v_k: given u, the x_k are iid ``N(2 mu, V)`` with ``V = a^2 + s^2``. The
+1. Integrate each v_k: given u, the x_k are iid ``N(b mu, V)`` with ``V = a^2 + s^2``. The
    likelihood therefore depends on x only through ``K, S1 = sum_k x_k, S2 = sum_k x_k^2``:
-   ``sum_k (x_k - 2 mu)^2 = S2 - 4 mu S1 + 4 K mu^2``.
+   ``sum_k (x_k - b mu)^2 = S2 - 2 b mu S1 + b^2 K mu^2``.
 2. Fix sigma. The likelihood is Gaussian in mu, and so is the N(0, 1) prior, hence
-   ``mu | sigma, x ~ N(m, 1/P)`` with ``P = 1 + 4K/V`` and ``m = (2 S1 / V) / P``, and
+   ``mu | sigma, x ~ N(m, 1/P)`` with ``P = 1 + b^2 K/V`` and ``m = (b S1 / V) / P``, and
 
        log p(x | sigma) = -K/2 log(2 pi V) - S2/(2V) + P m^2 / 2 - log(P) / 2.
 
 3. Given (mu, sigma), v_k depends on x only through x_k and is Gaussian (prior precision 1,
-   likelihood precision a^2/s^2): mean ``c (x_k - 2 mu)`` with ``c = a / V``, variance ``s^2/V``.
-   With mu integrated out: ``v_k | sigma, x ~ N(c (x_k - 2m), s^2/V + 4 c^2 / P)``.
+   likelihood precision a^2/s^2): mean ``r (x_k - b mu)`` with ``r = a / V``, variance ``s^2/V``.
+   With mu integrated out: ``v_k | sigma, x ~ N(r (x_k - b m), s^2/V + b^2 r^2 / P)``.
 4. Only sigma is left. It enters through sigma^2, so the posterior is symmetric and we integrate
    over sigma >= 0 against the half-normal prior 2 N(sigma; 0, 1) with the trapezoid rule on a
    uniform grid of ``n_sigma`` points in [0, sigma_max], in float64 with log-sum-exp. The
@@ -57,6 +60,7 @@ class ExamScoresOracle:
 
     Args:
         noise_std: the observation noise standard deviation s (> 0) used to generate the data.
+        group_strength: the generator's c (>= 0; 1 for the paper's data).
         n_sigma: number of quadrature points on [0, sigma_max].
         sigma_max: upper end of the sigma grid.
         chunk_elements: groups are processed in chunks of about ``chunk_elements / n_sigma``.
@@ -66,13 +70,16 @@ class ExamScoresOracle:
     """
 
     def __init__(self, noise_std: float = 0.1, n_sigma: int = 2001, sigma_max: float = 7.0,
-                 chunk_elements: int = 2 ** 22):
+                 chunk_elements: int = 2 ** 22, group_strength: float = 1.0):
         if not (math.isfinite(noise_std) and noise_std > 0):
             raise ValueError(f"noise_std must be a finite positive number (the oracle divides by it); "
                              f"got {noise_std}")
         if int(n_sigma) < 3 or not (math.isfinite(sigma_max) and sigma_max > 0):
             raise ValueError(f"need n_sigma >= 3 and sigma_max > 0; got {n_sigma}, {sigma_max}")
+        if not (math.isfinite(group_strength) and group_strength >= 0):
+            raise ValueError(f"group_strength must be a finite non-negative number; got {group_strength}")
         self.noise_std, self.n_sigma, self.sigma_max = float(noise_std), int(n_sigma), float(sigma_max)
+        self.group_strength, self._b = float(group_strength), 2.0 * float(group_strength)
         self.chunk = max(1, int(chunk_elements) // self.n_sigma)
         f64 = torch.float64
         self.sigma = torch.linspace(0.0, self.sigma_max, self.n_sigma, dtype=f64)  # (G,)
@@ -81,7 +88,7 @@ class ExamScoresOracle:
         quad[0] = quad[-1] = h / 2  # trapezoid weights
         # log(quadrature weight x half-normal prior density 2 N(sigma; 0, 1))
         self._log_prior = quad.log() + math.log(2.0) - 0.5 * _LOG_2PI - 0.5 * self.sigma ** 2
-        self._a = self.sigma ** 2 + 1.0
+        self._a = self.group_strength * self.sigma ** 2 + 1.0
         self._V = self._a ** 2 + self.noise_std ** 2
 
     # -- internals -----------------------------------------------------------------------------
@@ -97,9 +104,9 @@ class ExamScoresOracle:
 
     def _grid(self, K, S1, S2):
         """Given-sigma closed forms for a chunk: P, m, normalised log weights (n, G); log p(x) (n,)."""
-        V = self._V
-        P = 1.0 + 4.0 * K[:, None] / V
-        m = 2.0 * S1[:, None] / V / P
+        V, b = self._V, self._b
+        P = 1.0 + b ** 2 * K[:, None] / V
+        m = b * S1[:, None] / V / P
         log_lik = (-0.5 * K[:, None] * (_LOG_2PI + V.log()) - S2[:, None] / (2.0 * V)
                    + 0.5 * P * m ** 2 - 0.5 * P.log())
         joint = log_lik + self._log_prior
@@ -114,7 +121,7 @@ class ExamScoresOracle:
 
     def _summaries(self, data: GroupedData) -> dict:
         """Per-group posterior expectations, each (N,), over the sigma mixture."""
-        s2, a, V, sig = self.noise_std ** 2, self._a, self._V, self.sigma
+        s2, a, V, sig, b = self.noise_std ** 2, self._a, self._V, self.sigma, self._b
         c, h = a / V, self.sigma_max / (self.n_sigma - 1)
         one = torch.ones_like(a)
         parts = []
@@ -131,9 +138,9 @@ class ExamScoresOracle:
                 abs_sigma_mean=e_sig + h / 6.0 * w[:, 0],  # kink correction: w0 = g(0) h / 2
                 sigma_sq=e_sig2, a_mean=e_a,
                 # E[v_k | x] = v0 + v1 x_k  and  E[v_k^2 | x] = q0 + q1 x_k + q2 x_k^2
-                v0=-2.0 * e_cm, v1=e_c, q0=e_s2v + 4.0 * e_c2ip + 4.0 * e_c2m2, q1=-4.0 * e_c2m, q2=e_c2,
-                # E[2 mu + a v_k | x] = r0 + r1 x_k  (given sigma: 2m + (a^2/V)(x_k - 2m))
-                r0=2.0 * e_m_1mac, r1=e_ac,
+                v0=-b * e_cm, v1=e_c, q0=e_s2v + b ** 2 * e_c2ip + b ** 2 * e_c2m2, q1=-2.0 * b * e_c2m, q2=e_c2,
+                # E[b mu + a v_k | x] = r0 + r1 x_k  (given sigma: b m + (a^2/V)(x_k - b m))
+                r0=b * e_m_1mac, r1=e_ac,
             ))
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
@@ -158,7 +165,7 @@ class ExamScoresOracle:
 
     def posterior_u(self, data: GroupedData) -> dict:
         """Posterior moments of the group factors, each ``(N,)``: ``mu_mean``, ``mu_var``,
-        ``abs_sigma_mean``, ``abs_sigma_var`` (of |sigma|) and ``a_mean`` = E[sigma^2 + 1 | x]."""
+        ``abs_sigma_mean``, ``abs_sigma_var`` (of |sigma|) and ``a_mean`` = E[a | x] = E[c sigma^2 + 1 | x]."""
         s = self._summaries(data)
         return dict(mu_mean=s["mu_mean"], mu_var=s["mu_sq"] - s["mu_mean"] ** 2,
                     abs_sigma_mean=s["abs_sigma_mean"], abs_sigma_var=s["sigma_sq"] - s["abs_sigma_mean"] ** 2,
@@ -175,22 +182,22 @@ class ExamScoresOracle:
         return (mean * mask)[..., None], (var.clamp_min(0.0) * mask)[..., None]
 
     def reconstruction(self, data: GroupedData) -> torch.Tensor:
-        """Bayes-optimal denoised observations ``E[2 mu + (sigma^2 + 1) v_k | x]``, ``(N, K_max, 1)``
-        (computed through the sigma mixture, not as 2 E[mu] + E[a] E[v_k])."""
+        """Bayes-optimal denoised observations ``E[b mu + a v_k | x]``, ``(N, K_max, 1)``
+        (computed through the sigma mixture, not as b E[mu] + E[a] E[v_k])."""
         x, mask = self._xmask(data)
         s = self._summaries(data)
         return ((s["r0"][:, None] + s["r1"][:, None] * x) * mask)[..., None]
 
     def translation(self, data: GroupedData, target: torch.Tensor) -> torch.Tensor:
-        """MSE-optimal prediction of the true translation ``2 mu_j + (sigma_j^2 + 1) v_ik`` with
+        """MSE-optimal prediction of the true translation ``b mu_j + a_j v_ik`` with
         ``j = target[i]`` (``target``: ``(N,)`` long). Groups i and j are independent, so it is
-        ``2 E[mu_j | x_j] + E[a_j | x_j] E[v_ik | x_i]``. Returns ``(N, K_max, 1)``."""
+        ``b E[mu_j | x_j] + E[a_j | x_j] E[v_ik | x_i]``. Returns ``(N, K_max, 1)``."""
         s = self._summaries(data)
         v_mean, _ = self.posterior_v(data, _s=s)
         j = torch.as_tensor(target, dtype=torch.long).cpu()
         if j.shape != (data.n_groups,):
             raise ValueError(f"target must have shape ({data.n_groups},); got {tuple(j.shape)}")
-        out = 2.0 * s["mu_mean"][j, None, None] + s["a_mean"][j, None, None] * v_mean
+        out = self._b * s["mu_mean"][j, None, None] + s["a_mean"][j, None, None] * v_mean
         return out * data.mask.cpu()[..., None]
 
     def codes(self, data: GroupedData):
@@ -212,7 +219,7 @@ class ExamScoresOracle:
             a, V = self._a[idx], self._V[idx]
             Ps, ms = P.T.gather(0, idx), m.T.gather(0, idx)  # (G, n) -> (S, n)
             mu = ms + randn(*idx.shape) / Ps.sqrt()
-            v = (a / V)[..., None] * (x[sl] - 2.0 * mu[..., None])
+            v = (a / V)[..., None] * (x[sl] - self._b * mu[..., None])
             v = v + self.noise_std / V.sqrt()[..., None] * randn(*v.shape)
             us.append(torch.stack([mu, sign * self.sigma[idx]], dim=-1))
             vs.append((v * mask[sl])[..., None])

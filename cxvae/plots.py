@@ -26,7 +26,7 @@ from matplotlib.ticker import MaxNLocator
 __all__ = [
     "STYLE", "PRESET_COLOURS", "METRIC_LABELS", "apply_style", "preset_colour",
     "plot_product_bias", "plot_exam_scores", "plot_training_curves", "plot_metric_boxes",
-    "plot_translation",
+    "plot_translation", "plot_strength",
 ]
 
 # Okabe & Ito (2008), "Color Universal Design"
@@ -315,4 +315,40 @@ def plot_translation(source_x: Sequence, translated: Union[Sequence, Mapping[str
                     ax.set_title(labels[p])
                 if p == 0:
                     ax.set_ylabel(f"{name}\nscore x" if len(models) > 1 else "score x")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Section 6.3: the strength of the group component
+# ---------------------------------------------------------------------------------------------
+def plot_strength(summary: pd.DataFrame, metrics: Sequence[str], presets: Optional[Sequence[str]] = None,
+                  log_scale: Sequence[str] = ()) -> Figure:
+    """One panel per metric: each preset's median over seeds (line) and its 95% interval (band)
+    against the group strength c, with the oracle as a dashed black line.
+
+    Args:
+        summary: :func:`cxvae.strength.summarise_strength` output (``group_strength, preset,
+            metric, median, lo, hi``; the oracle's rows have preset ``'oracle'``).
+        metrics: the metrics to show.
+        presets: the models' order (default: order of first appearance, oracle excluded).
+        log_scale: metrics whose axis is logarithmic.
+    """
+    presets = list(presets) if presets is not None else [p for p in dict.fromkeys(summary.preset) if p != "oracle"]
+    with matplotlib.rc_context(STYLE):
+        fig, axes = _figure(max(2.6 * len(metrics), 4.0), 3.2, 1, len(metrics))
+        for ax, metric in zip(axes[0], metrics):
+            rows = summary[summary.metric == metric]
+            for i, preset in enumerate(presets):
+                r = rows[rows.preset == preset].sort_values("group_strength")
+                colour = preset_colour(preset, i)
+                ax.plot(r.group_strength, r["median"], marker="o", color=colour, label=preset)
+                ax.fill_between(r.group_strength, r["lo"], r["hi"], color=colour, alpha=0.2, linewidth=0)
+            o = rows[rows.preset == "oracle"].sort_values("group_strength")
+            if len(o):
+                ax.plot(o.group_strength, o["median"], linestyle="--", color=PRESET_COLOURS["oracle"], label="oracle")
+            if metric in log_scale:
+                ax.set_yscale("log")
+            ax.set_xlabel("group strength c")
+            ax.set_title(_direction_title(metric))
+        axes[0][0].legend(loc="best")
     return fig

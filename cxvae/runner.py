@@ -220,7 +220,8 @@ def run_oracle(scale: str = "smoke", out="results/sweep", noise_std: Optional[fl
     cfg = make_run_config("cxvae", scale=scale, device="cpu", **(overrides or {}))
     splits = make_splits(cfg.data)
     t0 = time.perf_counter()
-    oracle = ExamScoresOracle(noise_std=noise_std if noise_std is not None else cfg.data.noise_std)
+    oracle = ExamScoresOracle(noise_std=noise_std if noise_std is not None else cfg.data.noise_std,
+                              group_strength=cfg.data.group_strength)
     metrics = score(oracle, cfg, splits)
     row = dict(preset="oracle", seed=-1, scale=scale, **metrics, score_seconds=round(time.perf_counter() - t0, 2),
                **provenance(torch.device("cpu")))

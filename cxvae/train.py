@@ -48,7 +48,8 @@ def make_splits(data_cfg) -> Dict[str, GroupedData]:
     sample drawn with ``data_cfg.seed`` (so every model seed sees the same data)."""
     n = data_cfg.n_train + data_cfg.n_valid + data_cfg.n_holdout
     full = generate_exam_scores(n, mean_extra_size=data_cfg.mean_extra_size, min_size=data_cfg.min_size,
-                                noise_std=data_cfg.noise_std, seed=data_cfg.seed)
+                                noise_std=data_cfg.noise_std, group_strength=data_cfg.group_strength,
+                                seed=data_cfg.seed)
     a, b = data_cfg.n_train, data_cfg.n_train + data_cfg.n_valid
     return dict(train=full.subset(slice(0, a)), valid=full.subset(slice(a, b)), holdout=full.subset(slice(b, n)))
 
