@@ -39,8 +39,7 @@ from .train import resolve_device, train
 __all__ = [
     "RowIndex", "groups_from_dataframe", "split_within_groups", "split_by_group",
     "load_exam", "load_soybean", "GroupModel", "fit", "predictive_log_density",
-    "nearest_centroid_accuracy", "group_structure", "plot_holdout_nll", "plot_code_correlations", "plot_adjusted_ranking",
-    "plot_translation_2d", "plot_soybean_codes",
+    "nearest_centroid_accuracy", "group_structure",
 ]
 
 
@@ -252,7 +251,6 @@ def predictive_log_density(model: GroupVAE, context: GroupedData, query: Grouped
         raise DataError(f"context and query must hold the same groups; got {context.n_groups} and {query.n_groups}")
     device = next(model.parameters()).device
     ctx, qry = context.to(device), query.to(device)
-    out = torch.zeros(qry.mask.shape, dtype=qry.x.dtype)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         u_mean, u_var = model.group_encoder(ctx.x, ctx.mask)  # q(u | x_i), (N, u_dim)
@@ -515,144 +513,3 @@ def nearest_centroid_accuracy(codes, labels) -> float:
         dist[c == 0] = np.inf
         correct += classes[np.argmin(dist)] == labels[r]
     return correct / len(z)
-
-
-# ---------------------------------------------------------------------------------------------
-# Figures for real data (chapter 9), in the house style of :mod:`cxvae.plots`
-# ---------------------------------------------------------------------------------------------
-def plot_holdout_nll(panels: Dict[str, pd.DataFrame], baselines: Dict[str, float]):
-    """Holdout NLL per row of every run, one panel per analysis, with the mixed model's as a line.
-
-    Args:
-        panels: analysis title -> runs table (``preset``, ``holdout_nll``; one row per seed).
-        baselines: analysis title -> the mixed model's holdout NLL.
-    """
-    import matplotlib
-
-    from .plots import STYLE, _figure, _jitter, preset_colour
-
-    rng = np.random.default_rng(0)
-    with matplotlib.rc_context(STYLE):
-        fig, axes = _figure(3.3 * len(panels), 3.3, 1, len(panels))
-        for ax, (title, runs) in zip(axes[0], panels.items()):
-            presets = list(dict.fromkeys(runs["preset"]))
-            for j, p in enumerate(presets):
-                y = runs.loc[runs.preset == p, "holdout_nll"].to_numpy()
-                ax.scatter(j + _jitter(rng, len(y), 0.12), y, color=preset_colour(p, j), s=22,
-                           edgecolors="black", linewidths=0.3, zorder=3)
-            ax.axhline(baselines[title], color="black", linestyle="--", linewidth=1.0, label="mixed model")
-            ax.set_xticks(range(len(presets)))
-            ax.set_xticklabels(presets, rotation=30, ha="right")
-            ax.set(title=f"{title}\n(lower is better)", ylabel="holdout NLL per student (nats)")
-            ax.legend(loc="best")
-    return fig
-
-
-def plot_code_correlations(runs: pd.DataFrame, targets: Sequence[str], labels: Optional[Dict[str, str]] = None):
-    """Multiple correlations (with 95 % bootstrap intervals) of the mixed model's effects and
-    residuals with each run's codes: one panel per target column of :func:`cxvae.mixed.compare_presets`."""
-    import matplotlib
-
-    from .plots import STYLE, _figure, preset_colour
-
-    labels = labels or {}
-    presets = list(dict.fromkeys(runs["preset"]))
-    with matplotlib.rc_context(STYLE):
-        fig, axes = _figure(2.4 * len(targets) + 0.6, 3.2, 1, len(targets), sharey=True)
-        for ax, t in zip(axes[0], targets):
-            for j, p in enumerate(presets):
-                rows = runs[runs.preset == p].reset_index(drop=True)
-                for s, r in rows.iterrows():
-                    x = j + (s - (len(rows) - 1) / 2) * 0.15
-                    ax.errorbar(x, r[t], yerr=[[r[t] - r[f"{t} low"]], [r[f"{t} high"] - r[t]]], fmt="o",
-                                color=preset_colour(p, j), markersize=4, capsize=2)
-            ax.set_xticks(range(len(presets)))
-            ax.set_xticklabels(presets, rotation=30, ha="right")
-            ax.set_title(labels.get(t, t))
-            ax.set_ylim(0, 1.02)
-        axes[0, 0].set_ylabel("multiple correlation R")
-    return fig
-
-
-def plot_adjusted_ranking(learned, reference, top: float = 0.1, learned_label: str = "learned",
-                          reference_label: str = "mixed model"):
-    """Two group-adjusted scores of the same rows against each other, with the top ``top``
-    fraction of each marked: agreement on the diagonal, disagreement off it."""
-    import matplotlib
-
-    from .plots import OKABE_ITO, STYLE, _figure
-
-    a, b = np.asarray(learned, float), np.asarray(reference, float)
-    n_top = max(1, int(round(top * len(a))))
-    in_a, in_b = np.zeros(len(a), bool), np.zeros(len(a), bool)
-    in_a[np.argsort(-a)[:n_top]], in_b[np.argsort(-b)[:n_top]] = True, True
-    with matplotlib.rc_context(STYLE):
-        fig, axes = _figure(4.6, 4.0)
-        ax = axes[0, 0]
-        groups = [(~in_a & ~in_b, "#BBBBBB", "top in neither"), (in_a & in_b, OKABE_ITO[3], "top in both"),
-                  (in_a & ~in_b, OKABE_ITO[6], f"top for {learned_label} only"),
-                  (~in_a & in_b, OKABE_ITO[5], f"top for {reference_label} only")]
-        for sel, colour, label in groups:
-            ax.scatter(b[sel], a[sel], s=6, color=colour, linewidths=0, label=f"{label} ({int(sel.sum())})")
-        ax.set(xlabel=f"{reference_label}: adjusted score", ylabel=f"{learned_label}: adjusted score",
-               title=f"students ranked by school-adjusted score (top {top:.0%} marked)")
-        ax.legend(loc="lower right", markerscale=2)
-    return fig
-
-
-def plot_translation_2d(source: pd.DataFrame, target: pd.DataFrame, translations: Dict[str, pd.DataFrame],
-                        columns: Sequence[str], colours: Optional[Dict[str, str]] = None):
-    """Translation of one group's rows into another in two value columns: the source rows, the
-    target rows and each model's translation of the source rows (arrows from source to result)."""
-    import matplotlib
-
-    from .plots import STYLE, _figure, preset_colour
-
-    cx, cy = columns
-    with matplotlib.rc_context(STYLE):
-        fig, axes = _figure(3.4 * len(translations), 3.4, 1, len(translations), sharex=True, sharey=True)
-        for j, (ax, (name, moved)) in enumerate(zip(axes[0], translations.items())):
-            colour = (colours or {}).get(name, preset_colour(name, j))
-            ax.scatter(target[cx], target[cy], s=10, color="black", label="target school", linewidths=0)
-            ax.scatter(source[cx], source[cy], s=10, color="#9E9E9E", label="source school", linewidths=0)
-            ax.scatter(moved[cx], moved[cy], s=12, color=colour, label="translated", linewidths=0)
-            for r in moved.index:
-                ax.plot([source.loc[r, cx], moved.loc[r, cx]], [source.loc[r, cy], moved.loc[r, cy]],
-                        color=colour, linewidth=0.3, alpha=0.5)
-            ax.set(title=name, xlabel=cx)
-        axes[0, 0].set_ylabel(cy)
-        axes[0, 0].legend(loc="upper left")
-    return fig
-
-
-def plot_soybean_codes(group_codes: pd.DataFrame, plots: pd.DataFrame, instance_codes: pd.Series,
-                       time: pd.Series, variety: pd.Series):
-    """Left: the group codes of the plots (u0, u1), colour = variety, marker = year. Right: the
-    instance code of every observation against its time, colour = variety."""
-    import matplotlib
-
-    from matplotlib.ticker import MaxNLocator
-
-    from .plots import OKABE_ITO, STYLE, _figure
-
-    colours = {"F": OKABE_ITO[5], "P": OKABE_ITO[6]}
-    markers = dict(zip(sorted(plots["Year"].unique()), ["o", "s", "^"]))
-    with matplotlib.rc_context(STYLE):
-        fig, axes = _figure(7.5, 3.3, 1, 2)
-        ax_u, ax_v = axes[0]
-        for (var, year), rows in plots.groupby(["Variety", "Year"]):
-            codes = group_codes.loc[rows.index]
-            ax_u.scatter(codes["u0"], codes["u1"], color=colours[var], marker=markers[year], s=22,
-                         label=f"{var} {year}", linewidths=0)
-        ax_u.set(xlabel="u0", ylabel="u1")
-        ax_u.set_title("group codes u (one point per plot)", pad=14)  # room for the axis offset
-        ax_u.ticklabel_format(axis="both", style="sci", scilimits=(-2, 3), useOffset=True)
-        ax_u.xaxis.set_major_locator(MaxNLocator(4))
-        ax_u.legend(loc="best", ncol=2, fontsize=7)
-        for var, colour in colours.items():
-            sel = (variety == var).to_numpy()
-            ax_v.scatter(time[sel], instance_codes[sel], s=6, color=colour, label=f"variety {var}", linewidths=0)
-        ax_v.set(xlabel="days after planting", ylabel="v")
-        ax_v.set_title("instance codes v (one point per observation)", pad=14)
-        ax_v.legend(loc="best")
-    return fig

@@ -7,7 +7,6 @@ rates follow a cosine decay. Seeded runs on the CPU are bit-for-bit repeatable.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time

@@ -4,7 +4,6 @@ The stored outputs of each chapter's default run are checked separately by nbval
 stage of ``scripts/test.sh``). Here every chapter is re-executed by papermill with
 ``RECOMPUTE=True, SMOKE=True``, so the whole pipeline from training to figure runs in CI.
 """
-import os
 import re
 import shutil
 from pathlib import Path
