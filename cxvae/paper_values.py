@@ -53,6 +53,10 @@ CLAIMS = [
     ("C5", "Replacing any CxVAE component with an existing alternative worsens performance; the "
            "unconditional instance encoder costs most, then the regulariser, then the group encoder.",
      "section 6.2, Figure 5"),
+    ("C6", "The existing GVAEs fail on data with 'emergent' groups, where the group and instance variables "
+           "cannot be inferred from a single datapoint; the failure is tied to that confounding (section 6.3, "
+           "'Relative strength of the group and instance components', has only its heading in our copy).",
+     "abstract, section 1, section 6.3"),
 ]
 
 

@@ -137,10 +137,14 @@ def _merge_config(path: Path, out: Path, resolved: Dict, command: str) -> None:
         old = json.loads(path.read_text())
         for name, c in resolved.items():
             before = old.get("presets", {}).get(name)
-            if before is not None and {k: before.get(k) for k in ("data", "train", "model", "eval")} != \
-                    {k: c[k] for k in ("data", "train", "model", "eval")}:
-                raise ConfigError(f"{out} already holds {name!r} runs with a different configuration; "
-                                  "use another --out folder")
+            if before is None:
+                continue
+            differ = [f"{section}.{key}: {before.get(section, {}).get(key, 'missing')!r} there, {value!r} now"
+                      for section in ("data", "train", "model", "eval") for key, value in c[section].items()
+                      if before.get(section, {}).get(key, "missing") != value]
+            if differ:
+                raise ConfigError(f"{out} already holds {name!r} runs with a different configuration "
+                                  f"({'; '.join(differ)}); use another --out folder")
         old.setdefault("presets", {}).update(resolved)
         old.setdefault("commands", [])
         if command not in old["commands"]:

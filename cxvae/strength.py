@@ -16,6 +16,7 @@ setting, resumable) and :func:`read_strength_study` / :func:`summarise_strength`
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
@@ -23,8 +24,9 @@ import pandas as pd
 
 from .runner import ORACLE_CSV, RUNS_CSV, run_oracle, summarise, sweep
 
-__all__ = ["STRENGTHS", "strength_folder", "strength_overrides", "strength_study", "read_strength_study",
-           "summarise_strength"]
+__all__ = ["STRENGTHS", "SMOKE_STRENGTHS", "MAIN_PRESETS", "strength_folder", "strength_overrides", "strength_study",
+           "read_strength_study", "summarise_strength", "strength_command", "load_or_run_strength",
+           "single_observation_floor", "translation_checks", "first_strength_all_better"]
 
 STRENGTHS = (0.0, 0.125, 0.25, 0.375, 0.5, 0.75, 1.0)  # 7 settings, unconfounded to the paper's data
 
@@ -85,3 +87,104 @@ def summarise_strength(table: pd.DataFrame, metrics: Optional[Sequence[str]] = N
         parts.append(summarise(runs, oracle if len(oracle) else None, **kwargs).assign(group_strength=strength))
     out = pd.concat(parts, ignore_index=True)
     return out[["group_strength"] + [c for c in out.columns if c != "group_strength"]]
+
+
+MAIN_PRESETS = ("ml-vae", "gvae", "gvae-ad", "cxvae")
+SMOKE_STRENGTHS = (0.0, 0.5, 1.0)
+
+
+def strength_command(strengths: Sequence[float], presets: Sequence[str], seeds: str, scale: str, out: str,
+                     stack: int) -> str:
+    """The exact shell command that (re)makes a strength study folder."""
+    return (f"cxvae strength --strengths {','.join(map(str, strengths))} --presets {','.join(presets)} "
+            f"--seeds {seeds} --scale {scale} --stack {stack} --out {out}")
+
+
+def load_or_run_strength(*, recompute: bool = False, smoke: bool = True, seeds: str = "0-19", device: str = "cpu",
+                         presets: Sequence[str] = MAIN_PRESETS, results_root="../results",
+                         scratch_root=None, stack: int = 20) -> dict:
+    """What the strength chapter calls to get its numbers.
+
+    Without ``recompute`` it reads the committed study ``results_root/strength``. With
+    ``recompute`` it runs the study into ``scratch_root/strength-<scale>`` (``$CXVAE_SCRATCH`` or
+    ``../runs``): at ``smoke`` scale over :data:`SMOKE_STRENGTHS`, else at the ``study`` scale over
+    :data:`STRENGTHS`. Returns ``dict(table, folder, commands)``.
+    """
+    import os
+
+    from .runner import parse_seeds
+
+    if recompute:
+        scale, strengths = ("smoke", SMOKE_STRENGTHS) if smoke else ("study", STRENGTHS)
+        folder = Path(scratch_root or os.environ.get("CXVAE_SCRATCH", "../runs")) / f"strength-{scale}"
+        command = strength_command(strengths, presets, seeds, scale, str(folder), stack)
+        strength_study(strengths, presets, parse_seeds(seeds), scale=scale, out=folder, device=device, stack=stack,
+                       progress=False, command=command)
+        commands = [command]
+    else:
+        folder = Path(results_root) / "strength"
+        commands = sorted({c for f in folder.glob("c=*/config.json") for c in json.loads(f.read_text())["commands"]})
+    table = read_strength_study(folder)
+    return dict(table=table[table.preset.isin(list(presets) + ["oracle"])].reset_index(drop=True),
+                folder=str(folder), commands=commands)
+
+
+def single_observation_floor(strength: float, n_groups: int = 20_000, noise_std: float = 0.1, seed: int = 0) -> float:
+    """How confounded one observation is: the exact posterior's MSE on ``v`` from one observation
+    alone, ``E[(v - E[v | x_k])^2]`` for groups of size 1 (Monte Carlo over ``n_groups`` draws).
+
+    0.01 (about the noise) at ``c = 0``, where ``x_k = v_k + eps_k``; it grows with ``c`` as the
+    group's shift and scale hide the instance factor. No model that reads one observation can do
+    better; a model that reads the group can.
+    """
+    from .data import generate_exam_scores
+    from .oracle import ExamScoresOracle
+
+    single = generate_exam_scores(n_groups, mean_extra_size=0.0, min_size=1, noise_std=noise_std,
+                                  group_strength=strength, seed=seed)
+    v_mean, _ = ExamScoresOracle(noise_std, group_strength=strength).posterior_v(single)
+    return float(((v_mean[:, 0, 0] - single.v[:, 0, 0].double()) ** 2).mean())
+
+
+def translation_checks(summary: pd.DataFrame, model: str = "cxvae",
+                       baselines: Sequence[str] = ("ml-vae", "gvae", "gvae-ad")) -> pd.DataFrame:
+    """The checks of claim C6 on translation error, one row per baseline (written down before the
+    study ran; chapter 10 states them):
+
+    * ``not worse unconfounded``: at the smallest strength (c = 0), ``model`` is not ``better``
+      than the baseline (their intervals overlap, or the baseline wins);
+    * ``better at the paper's c``: at c = 1, ``model`` is ``better`` than the baseline;
+    * ``gap grows``: the baseline's median excess over the oracle is larger at c = 1 than at c = 0.
+
+    ``summary`` is :func:`summarise_strength` output holding ``translation_mse``, the oracle, and
+    the strengths 0 and 1.
+    """
+    from .runner import compare_to
+
+    s = summary[summary.metric == "translation_mse"]
+    lo, hi = s.group_strength.min(), s.group_strength.max()
+    if lo != 0.0 or hi != 1.0:
+        raise ValueError(f"the checks need the strengths 0 and 1; the summary spans {lo}-{hi}")
+    verdict = {c: compare_to(s[s.group_strength == c].drop(columns="group_strength"), model, list(baselines))
+               .set_index("baseline").verdict for c in (lo, hi)}
+    med = s.pivot(index="preset", columns="group_strength", values="median")
+    excess = med.loc[list(baselines)].sub(med.loc["oracle"], axis=1)
+    return pd.DataFrame({"not worse unconfounded": verdict[lo].ne("better"),
+                         "better at the paper's c": verdict[hi].eq("better"),
+                         "gap grows": excess[hi] > excess[lo]}).loc[list(baselines)]
+
+
+def first_strength_all_better(summary: pd.DataFrame, metric: str = "translation_mse", model: str = "cxvae",
+                              baselines: Sequence[str] = ("ml-vae", "gvae", "gvae-ad")) -> Optional[float]:
+    """The smallest strength from which on ``model`` is ``better`` than every baseline on ``metric``
+    at every larger strength too (None if never)."""
+    from .runner import compare_to
+
+    s = summary[summary.metric == metric]
+    strengths = sorted(s.group_strength.unique())
+    wins = [bool(compare_to(s[s.group_strength == c].drop(columns="group_strength"), model, list(baselines))
+                 .verdict.eq("better").all()) for c in strengths]
+    first = None
+    for c, win in zip(strengths, wins):
+        first = (first if first is not None else c) if win else None
+    return first

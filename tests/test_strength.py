@@ -3,6 +3,7 @@ the generator, the true decoder and the exact oracle at every strength c, and th
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy.special import logsumexp
@@ -11,7 +12,8 @@ from cxvae.config import ConfigError, make_run_config
 from cxvae.data import DataError, exam_scores_mean, from_groups, generate_exam_scores, true_translation
 from cxvae.model import GroupVAE
 from cxvae.oracle import ExamScoresOracle
-from cxvae.strength import read_strength_study, strength_folder, strength_study, summarise_strength
+from cxvae.strength import (first_strength_all_better, read_strength_study, single_observation_floor, strength_folder,
+                            strength_study, summarise_strength, translation_checks)
 
 TINY = dict(data=dict(n_train=256, n_valid=64, n_holdout=96), train=dict(epochs=1, batch_size=64),
             eval=dict(iwae_samples=4, probe_steps=20, probe_max_train=128))
@@ -132,3 +134,37 @@ def test_strength_study_writes_one_resumable_sweep_and_oracle_per_setting(tmp_pa
     assert len(again) == len(table)  # nothing retrained
     with pytest.raises(FileNotFoundError, match="cxvae strength"):
         read_strength_study(tmp_path / "empty")
+
+
+def _summary(cells):
+    """A hand-made summarise_strength table of translation_mse: {(c, preset): (median, lo, hi)}."""
+    rows = [dict(group_strength=c, preset=p, metric="translation_mse", better="lower",
+                 n_seeds=0 if p == "oracle" else 10, median=m, lo=lo, hi=hi) for (c, p), (m, lo, hi) in cells.items()]
+    return pd.DataFrame(rows)
+
+
+def test_translation_checks_and_the_first_winning_strength_on_known_tables():
+    """A textbook confounding story passes all nine checks; a model that wins everywhere fails the
+    c = 0 check; the first strength from which CxVAE wins is found."""
+    story = {}
+    for c, base, cx in ((0.0, (1.0, 0.9, 1.1), (1.0, 0.9, 1.1)), (0.5, (3.0, 2.9, 3.1), (1.2, 1.1, 1.3)),
+                        (1.0, (9.0, 8.0, 10.0), (2.0, 1.8, 2.2))):
+        story.update({(c, b): base for b in ("ml-vae", "gvae", "gvae-ad")})
+        story[(c, "cxvae")], story[(c, "oracle")] = cx, (0.5, 0.5, 0.5)
+    checks = translation_checks(_summary(story))
+    assert checks.to_numpy().all() and checks.shape == (3, 3)
+    assert first_strength_all_better(_summary(story)) == 0.5
+    always = {**story, (0.0, "cxvae"): (0.5, 0.45, 0.55)}
+    checks = translation_checks(_summary(always))
+    assert not checks["not worse unconfounded"].any() and checks["better at the paper's c"].all()
+    assert first_strength_all_better(_summary(always)) == 0.0
+    never = {**story, (1.0, "cxvae"): (9.0, 8.0, 10.0), (0.5, "cxvae"): (3.0, 2.9, 3.1)}
+    assert first_strength_all_better(_summary(never)) is None
+    with pytest.raises(ValueError, match="strengths 0 and 1"):
+        translation_checks(_summary({k: v for k, v in story.items() if k[0] != 1.0}))
+
+
+def test_the_single_observation_floor_rises_with_the_strength():
+    floors = [single_observation_floor(c, n_groups=4000) for c in (0.0, 0.5, 1.0)]
+    assert floors[0] == pytest.approx(0.01 / 1.01, rel=0.1)  # v from v + eps: s^2 / (1 + s^2)
+    assert floors[0] < floors[1] < floors[2] < 1.0
