@@ -76,10 +76,16 @@ def _git_commit() -> str:
         return "unknown"
 
 
+# The commit of the code this process runs: read when the library is imported, because a
+# long sweep must not record a commit made (or files edited) after it started.
+GIT_COMMIT_AT_IMPORT = _git_commit()
+
+
 def provenance(device: torch.device) -> Dict[str, str]:
-    """Library version, git commit, torch/python versions and the device's name."""
+    """Library version, git commit (at import of the library), torch/python versions and the
+    device's name."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.machine()})"
-    return dict(version=__version__, git_commit=_git_commit(), torch=torch.__version__,
+    return dict(version=__version__, git_commit=GIT_COMMIT_AT_IMPORT, torch=torch.__version__,
                 python=platform.python_version(), device=name)
 
 
@@ -337,9 +343,6 @@ def main_sweep_summary(out) -> str:
     return wide.loc[order].to_string()
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit("use the `cxvae` command")
-
 
 def study_command(presets: Sequence[str], seeds: str, scale: str, out: str) -> str:
     """The exact shell command that (re)makes a study folder."""
@@ -378,3 +381,7 @@ def load_or_run(study: str, presets: Sequence[str], *, recompute: bool = False, 
     result["runs"] = runs[runs.preset.isin(presets)].reset_index(drop=True)
     result.update(command=command, folder=str(folder))
     return result
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use the `cxvae` command")
