@@ -17,18 +17,25 @@ setting, resumable) and :func:`read_strength_study` / :func:`summarise_strength`
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 import pandas as pd
 
-from .runner import ORACLE_CSV, RUNS_CSV, run_oracle, summarise, sweep
+from .data import generate_exam_scores
+from .oracle import ExamScoresOracle
+from .runner import ORACLE_CSV, RUNS_CSV, compare_to, parse_seeds, run_oracle, summarise, sweep
 
-__all__ = ["STRENGTHS", "SMOKE_STRENGTHS", "MAIN_PRESETS", "strength_folder", "strength_overrides", "strength_study",
+__all__ = ["STRENGTHS", "SMOKE_STRENGTHS", "MAIN_PRESETS", "BASELINES", "strength_folder", "strength_overrides",
+           "strength_study",
            "read_strength_study", "summarise_strength", "strength_command", "load_or_run_strength",
            "single_observation_floor", "translation_checks", "first_strength_all_better"]
 
 STRENGTHS = (0.0, 0.125, 0.25, 0.375, 0.5, 0.75, 1.0)  # 7 settings, unconfounded to the paper's data
+SMOKE_STRENGTHS = (0.0, 0.5, 1.0)
+MAIN_PRESETS = ("ml-vae", "gvae", "gvae-ad", "cxvae")
+BASELINES = MAIN_PRESETS[:3]
 
 
 def strength_folder(out, strength: float) -> Path:
@@ -89,10 +96,6 @@ def summarise_strength(table: pd.DataFrame, metrics: Optional[Sequence[str]] = N
     return out[["group_strength"] + [c for c in out.columns if c != "group_strength"]]
 
 
-MAIN_PRESETS = ("ml-vae", "gvae", "gvae-ad", "cxvae")
-SMOKE_STRENGTHS = (0.0, 0.5, 1.0)
-
-
 def strength_command(strengths: Sequence[float], presets: Sequence[str], seeds: str, scale: str, out: str,
                      stack: int) -> str:
     """The exact shell command that (re)makes a strength study folder."""
@@ -110,10 +113,6 @@ def load_or_run_strength(*, recompute: bool = False, smoke: bool = True, seeds: 
     ``../runs``): at ``smoke`` scale over :data:`SMOKE_STRENGTHS`, else at the ``study`` scale over
     :data:`STRENGTHS`. Returns ``dict(table, folder, commands)``.
     """
-    import os
-
-    from .runner import parse_seeds
-
     if recompute:
         scale, strengths = ("smoke", SMOKE_STRENGTHS) if smoke else ("study", STRENGTHS)
         folder = Path(scratch_root or os.environ.get("CXVAE_SCRATCH", "../runs")) / f"strength-{scale}"
@@ -137,17 +136,20 @@ def single_observation_floor(strength: float, n_groups: int = 20_000, noise_std:
     group's shift and scale hide the instance factor. No model that reads one observation can do
     better; a model that reads the group can.
     """
-    from .data import generate_exam_scores
-    from .oracle import ExamScoresOracle
-
     single = generate_exam_scores(n_groups, mean_extra_size=0.0, min_size=1, noise_std=noise_std,
                                   group_strength=strength, seed=seed)
     v_mean, _ = ExamScoresOracle(noise_std, group_strength=strength).posterior_v(single)
     return float(((v_mean[:, 0, 0] - single.v[:, 0, 0].double()) ** 2).mean())
 
 
+def _verdicts_at(summary: pd.DataFrame, strength: float, model: str, baselines: Sequence[str]) -> pd.Series:
+    """:func:`~cxvae.runner.compare_to` verdicts of ``model`` against each baseline at one strength."""
+    at = summary[summary.group_strength == strength].drop(columns="group_strength")
+    return compare_to(at, model, list(baselines)).set_index("baseline").verdict
+
+
 def translation_checks(summary: pd.DataFrame, model: str = "cxvae",
-                       baselines: Sequence[str] = ("ml-vae", "gvae", "gvae-ad")) -> pd.DataFrame:
+                       baselines: Sequence[str] = BASELINES) -> pd.DataFrame:
     """The checks of claim C6 on translation error, one row per baseline (written down before the
     study ran; chapter 10 states them):
 
@@ -159,14 +161,11 @@ def translation_checks(summary: pd.DataFrame, model: str = "cxvae",
     ``summary`` is :func:`summarise_strength` output holding ``translation_mse``, the oracle, and
     the strengths 0 and 1.
     """
-    from .runner import compare_to
-
     s = summary[summary.metric == "translation_mse"]
     lo, hi = s.group_strength.min(), s.group_strength.max()
     if lo != 0.0 or hi != 1.0:
         raise ValueError(f"the checks need the strengths 0 and 1; the summary spans {lo}-{hi}")
-    verdict = {c: compare_to(s[s.group_strength == c].drop(columns="group_strength"), model, list(baselines))
-               .set_index("baseline").verdict for c in (lo, hi)}
+    verdict = {c: _verdicts_at(s, c, model, baselines) for c in (lo, hi)}
     med = s.pivot(index="preset", columns="group_strength", values="median")
     excess = med.loc[list(baselines)].sub(med.loc["oracle"], axis=1)
     return pd.DataFrame({"not worse unconfounded": verdict[lo].ne("better"),
@@ -175,15 +174,12 @@ def translation_checks(summary: pd.DataFrame, model: str = "cxvae",
 
 
 def first_strength_all_better(summary: pd.DataFrame, metric: str = "translation_mse", model: str = "cxvae",
-                              baselines: Sequence[str] = ("ml-vae", "gvae", "gvae-ad")) -> Optional[float]:
+                              baselines: Sequence[str] = BASELINES) -> Optional[float]:
     """The smallest strength from which on ``model`` is ``better`` than every baseline on ``metric``
     at every larger strength too (None if never)."""
-    from .runner import compare_to
-
     s = summary[summary.metric == metric]
     strengths = sorted(s.group_strength.unique())
-    wins = [bool(compare_to(s[s.group_strength == c].drop(columns="group_strength"), model, list(baselines))
-                 .verdict.eq("better").all()) for c in strengths]
+    wins = [bool(_verdicts_at(s, c, model, baselines).eq("better").all()) for c in strengths]
     first = None
     for c, win in zip(strengths, wins):
         first = (first if first is not None else c) if win else None
