@@ -69,8 +69,10 @@ def _git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
                              cwd=Path(__file__).resolve().parent, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=Path(__file__).resolve().parent, timeout=10).stdout.strip()
+        # "dirty" means the library's code differs from the commit; results being written do not count
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":/cxvae", ":/pyproject.toml"],
+                               capture_output=True, text=True, cwd=Path(__file__).resolve().parent,
+                               timeout=10).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
