@@ -4,7 +4,9 @@
 training step (forward, backward, both optimisers; :func:`cxvae.train.stack_step`) at the scale's
 batch size, measured after a warm-up, for one seed and for ``stack`` seeds trained at once, and the
 estimated wall time of training ``seeds`` seeds at that scale (training only; scoring adds a fixed
-cost per run that ``runs.csv``'s ``score_seconds`` records).
+cost per run that ``runs.csv``'s ``score_seconds`` records). ``cxvae bench --score`` also times
+scoring (every metric, probes included) per run, one run alone and ``stack`` runs together
+(:func:`cxvae.metrics.evaluate_many`).
 """
 from __future__ import annotations
 
@@ -16,9 +18,11 @@ import torch
 
 from .config import make_run_config
 from .data import GroupBatchLoader, generate_exam_scores
-from .train import SeedStack, _stack, resolve_device, stack_step
+from .evaluation import ModelScorer
+from .model import GroupVAE
+from .train import SeedStack, _stack, make_splits, resolve_device, stack_step
 
-__all__ = ["training_throughput", "benchmark_table"]
+__all__ = ["training_throughput", "benchmark_table", "scoring_seconds", "scoring_table"]
 
 
 def _sync(device: torch.device) -> None:
@@ -70,3 +74,30 @@ def benchmark_table(presets: Sequence[str], scale: str = "paper", device: str = 
                              train_minutes_per_seed=round(run_seconds / 60, 2),
                              train_hours_for_seeds=round(seeds * run_seconds / 3600, 2)))
     return pd.DataFrame(rows)
+
+
+def scoring_seconds(preset: str, scale: str = "paper", device: str = "auto", n_seeds: int = 1) -> float:
+    """Wall seconds per run of scoring ``n_seeds`` (untrained, freshly initialised) models of
+    ``preset`` on the scale's holdout groups, all at once (one model: the plain path)."""
+    from .runner import score_many  # runner imports this module's neighbours; avoid a cycle
+
+    cfg = make_run_config(preset, scale=scale, device=device)
+    dev = resolve_device(device)
+    splits = {k: v.to(dev) for k, v in make_splits(cfg.data).items()}
+    scorers = []
+    for seed in range(n_seeds):
+        torch.manual_seed(seed)
+        scorers.append(ModelScorer(GroupVAE(cfg.model).to(dev), n_samples=cfg.eval.iwae_samples, seed=seed))
+    _sync(dev)
+    start = time.perf_counter()
+    score_many(scorers, cfg, splits)
+    _sync(dev)
+    return (time.perf_counter() - start) / n_seeds
+
+
+def scoring_table(presets: Sequence[str], scale: str = "paper", device: str = "auto",
+                  stacks: Sequence[int] = (1, 10)) -> pd.DataFrame:
+    """One row per preset and stack size: scoring seconds per run."""
+    return pd.DataFrame([dict(preset=p, stack=n, device=str(resolve_device(device)), threads=torch.get_num_threads(),
+                              score_seconds_per_run=round(scoring_seconds(p, scale, device, n), 2))
+                         for p in presets for n in stacks])

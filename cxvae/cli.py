@@ -82,7 +82,7 @@ def _cmd_sweep(args) -> int:
         make_run_config(p)  # unknown names fail here, before any training
     command = "cxvae " + " ".join(sys.argv[1:]) if args.command_line is None else args.command_line
     sweep(presets, parse_seeds(args.seeds), scale=args.scale, device=args.device, out=args.out,
-          progress=not args.quiet, command=command, stack=args.stack)
+          progress=not args.quiet, command=command, stack=args.stack, score_together=args.score_together)
     if not (Path(args.out) / "oracle.csv").exists():  # the reference row belongs beside every table
         from .runner import run_oracle
 
@@ -142,6 +142,11 @@ def _cmd_bench(args) -> int:
     table = benchmark_table([p.strip() for p in args.presets.split(",")], scale=args.scale, device=args.device,
                             steps=args.steps, seeds=args.seeds, stacks=parse_seeds(args.stacks))
     print(table.to_string(index=False))
+    if args.score:
+        from .bench import scoring_table
+
+        print(scoring_table([p.strip() for p in args.presets.split(",")], scale=args.scale, device=args.device,
+                            stacks=parse_seeds(args.stacks)).to_string(index=False))
     return 0
 
 
@@ -169,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results/sweep")
     p.add_argument("--stack", type=int, default=1,
                    help="seeds of a preset trained at once, vectorised (default 1; e.g. 10 on a CPU, 100 on a GPU)")
+    p.add_argument("--score-together", action="store_true",
+                   help="score a stack's runs at once, their probes vectorised (for a GPU; slower on a CPU)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_sweep)
@@ -203,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=30, help="timed training steps per preset (default 30)")
     p.add_argument("--seeds", type=int, default=100, help="seeds per preset in the cost estimate (default 100)")
     p.add_argument("--stacks", default="1,10", help="stack sizes (seeds trained at once) to time (default 1,10)")
+    p.add_argument("--score", action="store_true",
+                   help="also time scoring per run, one run alone and a stack of runs together")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("summary", help="print the median [95% interval] table of a study folder")

@@ -31,9 +31,10 @@ sign is not identifiable from any amount of data and no encoder can (or should) 
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
-from typing import Dict
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -42,7 +43,7 @@ from .data import GroupedData, translation_targets, true_translation
 
 __all__ = [
     "METRICS", "masked_mse", "group_factor_targets", "ProbeConfig",
-    "u_probe_mse", "v_probe_mse", "instance_probe_mse", "evaluate",
+    "u_probe_mse", "v_probe_mse", "instance_probe_mse", "probe_mses", "evaluate", "evaluate_many",
 ]
 
 # metric -> "lower" or "higher" is better
@@ -94,6 +95,37 @@ def _fit(net: nn.Module, predict, target: torch.Tensor, cfg: ProbeConfig) -> Non
         opt.step()
 
 
+def _fit_predict(make_net: Callable[[], nn.Module], train_inputs: Tuple[torch.Tensor, ...], train_y: torch.Tensor,
+                 test_inputs: Tuple[torch.Tensor, ...], cfg: ProbeConfig) -> torch.Tensor:
+    """Train S probes, probe s on ``train_inputs[i][s]`` against ``train_y[s]``, and predict
+    ``test_inputs[i][s]``: every tensor has a leading seed axis ``S``; returns ``(S, ...)``.
+
+    Every probe starts from the same initialisation (``cfg.seed``), as a probe trained alone does.
+    Several probes are trained at once, vectorised with ``torch.func.vmap``; each one's loss is its
+    own mean and Adam is elementwise, so probe s follows the same steps as alone, up to rounding.
+    One probe runs the plain module, bit-identical to training it alone.
+    """
+    n_stack = train_y.shape[0]
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed)
+        net = make_net().to(train_y.device)
+    if n_stack == 1:
+        _fit(net, lambda: net(*(a[0] for a in train_inputs)), train_y[0], cfg)
+        with torch.no_grad():
+            return net(*(b[0] for b in test_inputs))[None]
+    params, buffers = torch.func.stack_module_state([copy.deepcopy(net) for _ in range(n_stack)])
+    template = copy.deepcopy(net).to("meta")
+    predict = torch.func.vmap(lambda p, b, *xs: torch.func.functional_call(template, (p, b), xs))
+    opt = torch.optim.Adam(list(params.values()), lr=cfg.lr)
+    for _ in range(cfg.steps):
+        opt.zero_grad()
+        err = (predict(params, buffers, *train_inputs) - train_y) ** 2
+        err.flatten(1).mean(dim=1).sum().backward()  # each probe's own mean: gradients do not mix
+        opt.step()
+    with torch.no_grad():
+        return predict(params, buffers, *test_inputs)
+
+
 def _mlp(in_dim: int, out_dim: int, hidden: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
                          nn.Linear(hidden, out_dim))
@@ -105,15 +137,17 @@ def u_probe_mse(train_codes, train_u, test_codes, test_u, cfg: ProbeConfig = Pro
     Args: group codes ``(N, d_u)`` and true group factors ``(N, 2)`` of the probe-train and
     probe-test groups. Returns the test MSE averaged over the two targets.
     """
-    train_codes, test_codes = train_codes[: cfg.max_train].float(), test_codes.float()
+    return float(_u_probe(train_codes[None], train_u, test_codes[None], test_u, cfg)[0])
+
+
+def _u_probe(train_codes, train_u, test_codes, test_u, cfg: ProbeConfig) -> torch.Tensor:
+    """:func:`u_probe_mse` of S encoders at once: codes ``(S, N, d_u)``, factors shared; ``-> (S,)``."""
+    train_codes, test_codes = train_codes[:, : cfg.max_train].float(), test_codes.float()
     train_y, test_y = group_factor_targets(train_u[: cfg.max_train]).float(), group_factor_targets(test_u).float()
-    a, b = _standardise(train_codes, test_codes, dims=0)
-    with torch.random.fork_rng():
-        torch.manual_seed(cfg.seed)
-        net = _mlp(a.shape[-1], 2, cfg.hidden)
-        _fit(net, lambda: net(a), train_y, cfg)
-    with torch.no_grad():
-        return float(((net(b) - test_y) ** 2).mean())
+    a, b = _standardise(train_codes, test_codes, dims=1)
+    n_stack = a.shape[0]
+    pred = _fit_predict(lambda: _mlp(a.shape[-1], 2, cfg.hidden), (a,), train_y.expand(n_stack, -1, -1), (b,), cfg)
+    return ((pred - test_y) ** 2).flatten(1).mean(dim=1)
 
 
 class _DeepSetsProbe(nn.Module):
@@ -136,19 +170,24 @@ def v_probe_mse(train_codes, train_mask, train_u, test_codes, test_mask, test_u,
     for the probe-train and probe-test groups. The ceiling is the variance of the targets
     (what a probe that learned nothing scores), ``(1 + (1 - 2/pi)) / 2 ~ 0.68`` under the prior.
     """
+    return float(_v_probe(train_codes[None], train_mask, train_u, test_codes[None], test_mask, test_u, cfg)[0])
+
+
+def _v_probe(train_codes, train_mask, train_u, test_codes, test_mask, test_u, cfg: ProbeConfig) -> torch.Tensor:
+    """:func:`v_probe_mse` of S encoders at once: codes ``(S, N, K, d_v)``, masks and factors
+    shared; ``-> (S,)``."""
     n = cfg.max_train
-    tr_c, tr_m = train_codes[:n].float(), train_mask[:n].float()
+    tr_c, tr_m = train_codes[:, :n].float(), train_mask[:n].float()
     te_c, te_m = test_codes.float(), test_mask.float()
     train_y, test_y = group_factor_targets(train_u[:n]).float(), group_factor_targets(test_u).float()
-    flat = tr_c[tr_m.bool()]
-    mean, std = flat.mean(dim=0), flat.std(dim=0).clamp_min(1e-6)
+    flat = tr_c[:, tr_m.bool()]  # (S, observations, d_v)
+    mean, std = flat.mean(dim=1)[:, None, None], flat.std(dim=1).clamp_min(1e-6)[:, None, None]
     tr_c, te_c = (tr_c - mean) / std * tr_m[..., None], (te_c - mean) / std * te_m[..., None]
-    with torch.random.fork_rng():
-        torch.manual_seed(cfg.seed)
-        net = _DeepSetsProbe(tr_c.shape[-1], cfg.hidden)
-        _fit(net, lambda: net(tr_c, tr_m), train_y, cfg)
-    with torch.no_grad():
-        return float(((net(te_c, te_m) - test_y) ** 2).mean())
+    n_stack = tr_c.shape[0]
+    pred = _fit_predict(lambda: _DeepSetsProbe(tr_c.shape[-1], cfg.hidden),
+                        (tr_c, tr_m.expand(n_stack, -1, -1)), train_y.expand(n_stack, -1, -1),
+                        (te_c, te_m.expand(n_stack, -1, -1)), cfg)
+    return ((pred - test_y) ** 2).flatten(1).mean(dim=1)
 
 
 def instance_probe_mse(train_codes, train_mask, train_v, test_codes, test_mask, test_v,
@@ -156,16 +195,37 @@ def instance_probe_mse(train_codes, train_mask, train_v, test_codes, test_mask, 
     """MSE of an MLP predicting each true instance factor ``v_ik`` from its own instance code
     alone (lower is better). Codes ``(N, K, d_v)``, masks ``(N, K)``, factors ``(N, K, 1)``;
     at most ``cfg.max_train * 8`` training observations are used."""
+    return float(_instance_probe(train_codes[None], train_mask, train_v, test_codes[None], test_mask, test_v, cfg)[0])
+
+
+def _instance_probe(train_codes, train_mask, train_v, test_codes, test_mask, test_v, cfg: ProbeConfig) -> torch.Tensor:
+    """:func:`instance_probe_mse` of S encoders at once: codes ``(S, N, K, d_v)``; ``-> (S,)``."""
     n = cfg.max_train * 8
-    tr_c, tr_y = train_codes[train_mask][:n].float(), train_v[train_mask][:n].float()
-    te_c, te_y = test_codes[test_mask].float(), test_v[test_mask].float()
-    a, b = _standardise(tr_c, te_c, dims=0)
-    with torch.random.fork_rng():
-        torch.manual_seed(cfg.seed)
-        net = _mlp(a.shape[-1], tr_y.shape[-1], cfg.hidden)
-        _fit(net, lambda: net(a), tr_y, cfg)
-    with torch.no_grad():
-        return float(((net(b) - te_y) ** 2).mean())
+    tr_c, tr_y = train_codes[:, train_mask][:, :n].float(), train_v[train_mask][:n].float()
+    te_c, te_y = test_codes[:, test_mask].float(), test_v[test_mask].float()
+    a, b = _standardise(tr_c, te_c, dims=1)
+    n_stack = a.shape[0]
+    pred = _fit_predict(lambda: _mlp(a.shape[-1], tr_y.shape[-1], cfg.hidden), (a,), tr_y.expand(n_stack, -1, -1),
+                        (b,), cfg)
+    return ((pred - te_y) ** 2).flatten(1).mean(dim=1)
+
+
+def probe_mses(train_codes: Sequence[Tuple[torch.Tensor, torch.Tensor]], train: GroupedData,
+               test_codes: Sequence[Tuple[torch.Tensor, torch.Tensor]], test: GroupedData,
+               cfg: ProbeConfig = ProbeConfig()) -> Dict[str, torch.Tensor]:
+    """The three probe metrics of S encoders at once, their probes trained side by side.
+
+    Args: per encoder, its ``(group codes (N, d_u), instance codes (N, K, d_v))`` of the
+    probe-train groups ``train`` and of the probe-test groups ``test``. Returns ``u_probe_mse``,
+    ``v_probe_mse`` and ``instance_probe_mse``, each ``(S,)``; entry s equals what the single-
+    encoder functions give for encoder s, up to rounding (exactly, for one encoder).
+    """
+    tr_u, tr_v = (torch.stack([c[i].cpu() for c in train_codes]) for i in (0, 1))
+    te_u, te_v = (torch.stack([c[i].cpu() for c in test_codes]) for i in (0, 1))
+    tr, te = train.to("cpu"), test.to("cpu")
+    return dict(u_probe_mse=_u_probe(tr_u, tr.u, te_u, te.u, cfg),
+                v_probe_mse=_v_probe(tr_v, tr.mask, tr.u, te_v, te.mask, te.u, cfg),
+                instance_probe_mse=_instance_probe(tr_v, tr.mask, tr.v, te_v, te.mask, te.v, cfg))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,22 +240,28 @@ def evaluate(scorer, train: GroupedData, holdout: GroupedData, *, translation_se
     the test split of every metric. Translation pairs each holdout group with the target of
     :func:`cxvae.data.translation_targets` (seeded).
     """
+    return evaluate_many([scorer], train, holdout, translation_seed=translation_seed, probe=probe)[0]
+
+
+def evaluate_many(scorers: Sequence, train: GroupedData, holdout: GroupedData, *, translation_seed: int = 0,
+                  probe: ProbeConfig = ProbeConfig()) -> List[Dict[str, float]]:
+    """:func:`evaluate` for several scorers (e.g. the seeds of one study), their probes trained
+    side by side (:func:`probe_mses`): one dict per scorer, equal to its own :func:`evaluate` up to
+    rounding."""
     target = translation_targets(holdout.n_groups, seed=translation_seed)
     probe_train = train.subset(slice(0, probe.max_train))
-    tr_u_code, tr_v_code = scorer.codes(probe_train)
-    te_u_code, te_v_code = scorer.codes(holdout)
-    m_tr, m_te = probe_train.mask.cpu(), holdout.mask.cpu()
-    hx = holdout.to("cpu")
-    return dict(
-        recon_mse=masked_mse(scorer.reconstruction(holdout).cpu().double(), hx.x.double(), m_te),
-        holdout_nll=float(scorer.nll_per_observation(holdout)),
-        translation_mse=masked_mse(scorer.translation(holdout, target).cpu().double(),
-                                   true_translation(hx, target).double(), m_te),
-        u_probe_mse=u_probe_mse(tr_u_code.cpu(), probe_train.u.cpu(), te_u_code.cpu(), hx.u, probe),
-        v_probe_mse=v_probe_mse(tr_v_code.cpu(), m_tr, probe_train.u.cpu(), te_v_code.cpu(), m_te, hx.u, probe),
-        instance_probe_mse=instance_probe_mse(tr_v_code.cpu(), m_tr, probe_train.v.cpu(), te_v_code.cpu(), m_te,
-                                              hx.v, probe),
-    )
+    m_te, hx = holdout.mask.cpu(), holdout.to("cpu")
+    truth = true_translation(hx, target).double()
+    rows, train_codes, test_codes = [], [], []
+    for scorer in scorers:
+        train_codes.append(scorer.codes(probe_train))
+        test_codes.append(scorer.codes(holdout))
+        rows.append(dict(
+            recon_mse=masked_mse(scorer.reconstruction(holdout).cpu().double(), hx.x.double(), m_te),
+            holdout_nll=float(scorer.nll_per_observation(holdout)),
+            translation_mse=masked_mse(scorer.translation(holdout, target).cpu().double(), truth, m_te)))
+    probes = probe_mses(train_codes, probe_train, test_codes, holdout, probe)
+    return [dict(row, **{name: float(values[i]) for name, values in probes.items()}) for i, row in enumerate(rows)]
 
 
 def prior_group_factor_variance() -> float:

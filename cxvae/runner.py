@@ -35,7 +35,7 @@ from tqdm import tqdm
 from . import __version__
 from .config import ConfigError, RunConfig, make_run_config
 from .evaluation import ModelScorer
-from .metrics import METRICS, ProbeConfig, evaluate
+from .metrics import METRICS, ProbeConfig, evaluate, evaluate_many
 from .oracle import ExamScoresOracle
 from .train import make_splits, resolve_device, save_checkpoint, train_seeds
 
@@ -132,6 +132,13 @@ def score(scorer, cfg: RunConfig, splits) -> Dict[str, float]:
                     probe=probe_config(cfg))
 
 
+def score_many(scorers: Sequence, cfg: RunConfig, splits) -> List[Dict[str, float]]:
+    """:func:`score` for several scorers at once, their probes trained side by side
+    (:func:`cxvae.metrics.evaluate_many`; equal to scoring each alone up to rounding)."""
+    return evaluate_many(scorers, splits["train"], splits["holdout"], translation_seed=cfg.eval.translation_seed,
+                         probe=probe_config(cfg))
+
+
 def _write_config(out: Path, configs: Dict[str, RunConfig], command: str) -> None:
     """Write config.json; refuse to mix data or scale settings with an existing study."""
     resolved = {name: {k: v for k, v in c.to_dict().items() if k != "seed"} for name, c in configs.items()}
@@ -167,13 +174,15 @@ def _merge_config(path: Path, out: Path, resolved: Dict, command: str) -> None:
 
 def sweep(presets: Sequence[str], seeds: Iterable[int], scale: str = "smoke", device: str = "auto",
           out="results/sweep", progress: bool = True, command: Optional[str] = None,
-          overrides: Optional[Dict] = None, stack: int = 1) -> pd.DataFrame:
+          overrides: Optional[Dict] = None, stack: int = 1, score_together: bool = False) -> pd.DataFrame:
     """Train and score every (preset, seed) not yet in ``out/runs.csv``; returns the whole table.
 
     All presets share one data sample (the scale's ``DataConfig``), so their scores are paired.
     ``overrides`` may hold ``model``/``train``/``data``/``eval`` dicts applied to every preset.
     ``stack`` seeds of a preset are trained at once (:func:`~cxvae.train.train_seeds`), in blocks
     of the pending seeds taken in order; each run is scored and saved as soon as its block ends.
+    ``score_together``: score a block's runs at once (:func:`score_many`), meant for a GPU, where
+    one run's tiny probe steps leave it idle; on a CPU it is slower (``cxvae bench --score``).
     """
     if stack < 1:
         raise ConfigError(f"stack must be at least 1; got {stack}")
@@ -196,18 +205,34 @@ def sweep(presets: Sequence[str], seeds: Iterable[int], scale: str = "smoke", de
             if not block:  # another sweep sharing the folder did them
                 continue
             cfg = make_run_config(preset, seed=block[0], scale=scale, device=device, **(overrides or {}))
-            for result in train_seeds(cfg, block, splits, progress=False):
-                _score_and_save(result, splits, out, prov)
-                bar.update(1)
+            results = train_seeds(cfg, block, splits, progress=False)
+            _score_and_save(results, splits, out, prov, together=score_together)
+            bar.update(len(results))
     bar.close()
     return pd.read_csv(runs_path) if runs_path.exists() else pd.DataFrame()
 
 
-def _score_and_save(result, splits, out: Path, prov: Dict[str, str]) -> None:
-    """Score one trained run on the holdout groups and save its row, curve and model."""
+def _score_and_save(results, splits, out: Path, prov: Dict[str, str], together: bool = False) -> None:
+    """Score trained runs on the holdout groups and save each run's row, curve and model as soon
+    as it is scored. ``together``: all runs at once (:func:`score_many`), each run's
+    ``score_seconds`` then being the shared time divided by the number of runs."""
+    if together:
+        start = time.perf_counter()
+        scorers = [ModelScorer(r.model, n_samples=r.config.eval.iwae_samples, seed=r.config.seed) for r in results]
+        metrics = score_many(scorers, results[0].config, splits)
+        seconds = (time.perf_counter() - start) / len(results)
+        for result, m in zip(results, metrics):
+            _save_run(result, m, seconds, out, prov)
+        return
+    for result in results:
+        start = time.perf_counter()
+        scorer = ModelScorer(result.model, n_samples=result.config.eval.iwae_samples, seed=result.config.seed)
+        m = score(scorer, result.config, splits)
+        _save_run(result, m, time.perf_counter() - start, out, prov)
+
+
+def _save_run(result, metrics: Dict[str, float], score_seconds: float, out: Path, prov: Dict[str, str]) -> None:
     cfg, preset, seed = result.config, result.config.preset, result.config.seed
-    t0 = time.perf_counter()
-    metrics = score(ModelScorer(result.model, n_samples=cfg.eval.iwae_samples, seed=seed), cfg, splits)
     last = result.history.iloc[-1]
     for sub in ("histories", "models"):
         (out / sub).mkdir(exist_ok=True)
@@ -217,7 +242,7 @@ def _score_and_save(result, splits, out: Path, prov: Dict[str, str]) -> None:
                                     final_train_neg_elbo=float(last.train_neg_elbo),
                                     final_valid_neg_elbo=float(last.valid_neg_elbo),
                                     train_seconds=round(result.seconds, 2),
-                                    score_seconds=round(time.perf_counter() - t0, 2), **prov))
+                                    score_seconds=round(score_seconds, 2), **prov))
 
 
 def run_oracle(scale: str = "smoke", out="results/sweep", noise_std: Optional[float] = None,

@@ -6,12 +6,13 @@ the true factors, constant codes, and codes that leak group information. The exa
 """
 import math
 
+import pandas as pd
 import pytest
 import torch
 
 from cxvae.data import generate_exam_scores, translation_targets, true_translation
 from cxvae.evaluation import ModelScorer, TrueFactorScorer, iwae_log_marginal
-from cxvae.metrics import (METRICS, ProbeConfig, evaluate, group_factor_targets, masked_mse,
+from cxvae.metrics import (METRICS, ProbeConfig, evaluate, evaluate_many, group_factor_targets, masked_mse,
                            prior_group_factor_variance, u_probe_mse, v_probe_mse)
 from cxvae.model import GroupVAE
 from cxvae.config import model_preset
@@ -95,6 +96,25 @@ def test_probes_are_deterministic_given_their_seed(splits):
     va = v_probe_mse(train.v, train.mask, train.u, holdout.v, holdout.mask, holdout.u, PROBE)
     vb = v_probe_mse(train.v, train.mask, train.u, holdout.v, holdout.mask, holdout.u, PROBE)
     assert va == vb
+
+
+def test_scorers_evaluated_together_score_as_each_alone(splits, scores):
+    """Probes of several encoders trained side by side (vmapped) give each encoder the scores it
+    gets alone, to rounding; one encoder alone takes the plain path, exactly."""
+    train, holdout = splits
+    kinds = {"true": TrueFactorScorer("true", "true"), "constant": TrueFactorScorer("constant", "constant"),
+             "leaky": TrueFactorScorer("true", "leaky"), "oracle": ExamScoresOracle()}
+    together = evaluate_many(list(kinds.values()), train, holdout, probe=PROBE)
+    for name, row in zip(kinds, together):
+        assert list(row) == list(METRICS)
+        for metric, value in row.items():
+            alone = scores[name][metric]
+            if math.isnan(alone):
+                assert math.isnan(value)
+            else:
+                assert value == pytest.approx(alone, rel=1e-3, abs=1e-5), (name, metric)
+    alone_path = evaluate_many([kinds["leaky"]], train, holdout, probe=PROBE)[0]
+    assert pd.Series(alone_path).equals(pd.Series(scores["leaky"]))  # exactly (NaN NLL included)
 
 
 def test_iwae_bound_tightens_with_samples_and_stays_above_the_exact_nll():

@@ -144,12 +144,29 @@ def test_cli_rejects_unknown_presets_and_missing_studies(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_scoring_a_block_together_matches_scoring_one_by_one(tmp_path):
+    """The GPU path of the sweep (a block's probes trained side by side) writes the same rows as
+    the CPU path, to rounding."""
+    alone = runner.sweep(["cxvae"], [0, 1, 2], scale="smoke", device="cpu", out=tmp_path / "alone", progress=False,
+                         overrides=TINY, stack=3, score_together=False)
+    together = runner.sweep(["cxvae"], [0, 1, 2], scale="smoke", device="cpu", out=tmp_path / "together",
+                            progress=False, overrides=TINY, stack=3, score_together=True)
+    metrics = list(METRICS)
+    assert list(together.seed) == [0, 1, 2] and (together.score_seconds > 0).all()
+    np.testing.assert_allclose(together[metrics].to_numpy(), alone[metrics].to_numpy(), rtol=1e-3, atol=1e-5)
+
+
 def test_cli_bench_prints_throughput(capsys):
     """`cxvae bench` at its smallest scale prints a positive throughput per preset."""
     assert main(["bench", "--presets", "gvae,cxvae", "--scale", "smoke", "--steps", "2", "--device", "cpu",
                  "--stacks", "1,3"]) == 0
     printed = capsys.readouterr().out
     assert "groups_per_s" in printed and "cxvae" in printed and "gvae" in printed and "stack" in printed
+    assert "score_seconds" not in printed
+    assert main(["bench", "--presets", "gvae", "--scale", "smoke", "--steps", "2", "--device", "cpu",
+                 "--stacks", "1,2", "--score"]) == 0
+    scored = [line.split() for line in capsys.readouterr().out.splitlines() if line.split()[:1] == ["gvae"]]
+    assert len(scored) == 4 and all(float(row[-1]) > 0 for row in scored[2:])  # 2 training rows, then 2 scoring
     from cxvae.bench import training_throughput
 
     t = training_throughput("gvae", scale="smoke", device="cpu", steps=2, warmup=1)
