@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-__all__ = ["CLAIMS", "FIGURE4_BOX_MEANS", "LOGBOOK_TABLE", "LOGBOOK_ABLATION", "PROVENANCE", "claims_table"]
+__all__ = ["AUTHORS_CODE", "CLAIMS", "FIGURE4_BOX_MEANS", "LOGBOOK_TABLE", "LOGBOOK_ABLATION", "PROVENANCE", "claims_table"]
 
 PROVENANCE = {
     "figure4": "box means recovered from the vector figure files of the authors' public repository "
@@ -20,6 +20,12 @@ PROVENANCE = {
                "decoder; values x100 in the source, mean over a few runs; 'V-Pred' there predicts the "
                "true instance factor from the inferred one (our instance_probe_mse)",
 }
+
+# Settings of the authors' public code (commit "Results in paper") that differ from the paper's
+# text or from ours; chapter 8 lists them. Their data formula is written in our notation.
+AUTHORS_CODE = dict(
+    formula="x = [u0 - 0.5 v0, 0]", reg_weight=1000, lr=1e-4, weight_decay=1.0, epochs=64,
+    batches_per_epoch=1024, groups_per_batch=64, seeds=3)
 
 # Figure 4 (box means). "MIG" in the figure is V-probe error minus U-probe error.
 FIGURE4_BOX_MEANS = pd.DataFrame(
