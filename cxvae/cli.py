@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stack", type=int, default=1,
                    help="seeds of a preset trained at once, vectorised (default 1; e.g. 10 on a CPU, 100 on a GPU)")
     p.add_argument("--score-together", action="store_true",
-                   help="score a stack's runs at once, their probes vectorised (for a GPU; slower on a CPU)")
+                   help="score a stack's runs at once, their probes vectorised (for a GPU; no faster on a CPU)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_sweep)

@@ -182,7 +182,7 @@ def sweep(presets: Sequence[str], seeds: Iterable[int], scale: str = "smoke", de
     ``stack`` seeds of a preset are trained at once (:func:`~cxvae.train.train_seeds`), in blocks
     of the pending seeds taken in order; each run is scored and saved as soon as its block ends.
     ``score_together``: score a block's runs at once (:func:`score_many`), meant for a GPU, where
-    one run's tiny probe steps leave it idle; on a CPU it is slower (``cxvae bench --score``).
+    one run's tiny probe steps leave it idle; on a CPU it is no faster (``cxvae bench --score``).
     """
     if stack < 1:
         raise ConfigError(f"stack must be at least 1; got {stack}")
