@@ -20,6 +20,7 @@ from .config import make_run_config
 from .data import GroupBatchLoader, generate_exam_scores
 from .evaluation import ModelScorer
 from .model import GroupVAE
+from .runner import score_many
 from .train import SeedStack, _stack, make_splits, resolve_device, stack_step
 
 __all__ = ["training_throughput", "benchmark_table", "scoring_seconds", "scoring_table"]
@@ -79,8 +80,6 @@ def benchmark_table(presets: Sequence[str], scale: str = "paper", device: str = 
 def scoring_seconds(preset: str, scale: str = "paper", device: str = "auto", n_seeds: int = 1) -> float:
     """Wall seconds per run of scoring ``n_seeds`` (untrained, freshly initialised) models of
     ``preset`` on the scale's holdout groups, all at once (one model: the plain path)."""
-    from .runner import score_many  # runner imports this module's neighbours; avoid a cycle
-
     cfg = make_run_config(preset, scale=scale, device=device)
     dev = resolve_device(device)
     splits = {k: v.to(dev) for k, v in make_splits(cfg.data).items()}

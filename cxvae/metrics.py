@@ -86,12 +86,12 @@ def _standardise(train: torch.Tensor, test: torch.Tensor, dims):
     return (train - mean) / std, (test - mean) / std
 
 
-def _fit(net: nn.Module, predict, target: torch.Tensor, cfg: ProbeConfig) -> None:
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+def _fit(params, loss: Callable[[], torch.Tensor], cfg: ProbeConfig) -> None:
+    """Full-batch Adam on ``params`` for ``cfg.steps`` steps of the scalar ``loss()``."""
+    opt = torch.optim.Adam(params, lr=cfg.lr)
     for _ in range(cfg.steps):
         opt.zero_grad()
-        loss = ((predict() - target) ** 2).mean()
-        loss.backward()
+        loss().backward()
         opt.step()
 
 
@@ -110,18 +110,15 @@ def _fit_predict(make_net: Callable[[], nn.Module], train_inputs: Tuple[torch.Te
         torch.manual_seed(cfg.seed)
         net = make_net().to(train_y.device)
     if n_stack == 1:
-        _fit(net, lambda: net(*(a[0] for a in train_inputs)), train_y[0], cfg)
+        _fit(net.parameters(), lambda: ((net(*(a[0] for a in train_inputs)) - train_y[0]) ** 2).mean(), cfg)
         with torch.no_grad():
             return net(*(b[0] for b in test_inputs))[None]
     params, buffers = torch.func.stack_module_state([copy.deepcopy(net) for _ in range(n_stack)])
     template = copy.deepcopy(net).to("meta")
     predict = torch.func.vmap(lambda p, b, *xs: torch.func.functional_call(template, (p, b), xs))
-    opt = torch.optim.Adam(list(params.values()), lr=cfg.lr)
-    for _ in range(cfg.steps):
-        opt.zero_grad()
-        err = (predict(params, buffers, *train_inputs) - train_y) ** 2
-        err.flatten(1).mean(dim=1).sum().backward()  # each probe's own mean: gradients do not mix
-        opt.step()
+    # each probe's own mean, summed: no gradient mixes probes
+    _fit(list(params.values()), lambda: ((predict(params, buffers, *train_inputs) - train_y) ** 2)
+         .flatten(1).mean(dim=1).sum(), cfg)
     with torch.no_grad():
         return predict(params, buffers, *test_inputs)
 

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from . import __version__
 from .config import ConfigError, RunConfig, make_run_config
 from .evaluation import ModelScorer
-from .metrics import METRICS, ProbeConfig, evaluate, evaluate_many
+from .metrics import METRICS, ProbeConfig, evaluate_many
 from .oracle import ExamScoresOracle
 from .train import make_splits, resolve_device, save_checkpoint, train_seeds
 
@@ -128,8 +128,7 @@ def probe_config(cfg: RunConfig) -> ProbeConfig:
 
 def score(scorer, cfg: RunConfig, splits) -> Dict[str, float]:
     """Every metric of ``scorer`` on the holdout split of ``splits`` (probes trained on ``train``)."""
-    return evaluate(scorer, splits["train"], splits["holdout"], translation_seed=cfg.eval.translation_seed,
-                    probe=probe_config(cfg))
+    return score_many([scorer], cfg, splits)[0]
 
 
 def score_many(scorers: Sequence, cfg: RunConfig, splits) -> List[Dict[str, float]]:
@@ -216,19 +215,13 @@ def _score_and_save(results, splits, out: Path, prov: Dict[str, str], together: 
     """Score trained runs on the holdout groups and save each run's row, curve and model as soon
     as it is scored. ``together``: all runs at once (:func:`score_many`), each run's
     ``score_seconds`` then being the shared time divided by the number of runs."""
-    if together:
+    for part in [results] if together else [[r] for r in results]:
         start = time.perf_counter()
-        scorers = [ModelScorer(r.model, n_samples=r.config.eval.iwae_samples, seed=r.config.seed) for r in results]
-        metrics = score_many(scorers, results[0].config, splits)
-        seconds = (time.perf_counter() - start) / len(results)
-        for result, m in zip(results, metrics):
+        scorers = [ModelScorer(r.model, n_samples=r.config.eval.iwae_samples, seed=r.config.seed) for r in part]
+        metrics = score_many(scorers, part[0].config, splits)
+        seconds = (time.perf_counter() - start) / len(part)
+        for result, m in zip(part, metrics):
             _save_run(result, m, seconds, out, prov)
-        return
-    for result in results:
-        start = time.perf_counter()
-        scorer = ModelScorer(result.model, n_samples=result.config.eval.iwae_samples, seed=result.config.seed)
-        m = score(scorer, result.config, splits)
-        _save_run(result, m, time.perf_counter() - start, out, prov)
 
 
 def _save_run(result, metrics: Dict[str, float], score_seconds: float, out: Path, prov: Dict[str, str]) -> None:
