@@ -93,12 +93,14 @@ class GroupedData:
         return GroupedData(move(self.x), move(self.mask), move(self.u), move(self.v), move(self.group_ids),
                            self.group_strength)
 
-    def subset(self, index) -> "GroupedData":
-        """Groups ``index`` (a tensor/array/slice), trimmed to the largest of their sizes."""
+    def subset(self, index, k_max: Optional[int] = None) -> "GroupedData":
+        """Groups ``index`` (a tensor/array/slice), trimmed to the largest of their sizes
+        (``k_max`` when the caller knows it: reading it off a GPU's mask waits for the GPU)."""
         if not isinstance(index, slice):
             index = torch.as_tensor(index, dtype=torch.long, device=self.x.device)
         mask = self.mask[index]
-        k_max = max(int(mask.sum(dim=1).max()), 1) if mask.shape[0] else 1
+        if k_max is None:
+            k_max = max(int(mask.sum(dim=1).max()), 1) if mask.shape[0] else 1
         pick = lambda t, trim: None if t is None else (t[index][:, :k_max] if trim else t[index])  # noqa: E731
         return GroupedData(
             x=pick(self.x, True), mask=mask[:, :k_max], u=pick(self.u, False),
@@ -307,8 +309,13 @@ class GroupBatchLoader:
         return batches
 
     def __iter__(self) -> Iterator[GroupedData]:
-        for idx in self.batch_indices():
-            yield self.data.subset(idx.to(self.data.x.device))
+        batches = self.batch_indices()
+        if not batches:
+            return
+        # one copy to the data's device per epoch, and sizes read on the host: no waits per batch
+        on_device = torch.cat(batches).to(self.data.x.device).split([len(b) for b in batches])
+        for idx, idx_device in zip(batches, on_device):
+            yield self.data.subset(idx_device, k_max=max(int(self._sizes[idx].max()), 1) if len(idx) else 1)
 
 
 # ---------------------------------------------------------------------------------------------

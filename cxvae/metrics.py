@@ -209,20 +209,22 @@ def _instance_probe(train_codes, train_mask, train_v, test_codes, test_mask, tes
 
 def probe_mses(train_codes: Sequence[Tuple[torch.Tensor, torch.Tensor]], train: GroupedData,
                test_codes: Sequence[Tuple[torch.Tensor, torch.Tensor]], test: GroupedData,
-               cfg: ProbeConfig = ProbeConfig()) -> Dict[str, torch.Tensor]:
+               cfg: ProbeConfig = ProbeConfig(), device="cpu") -> Dict[str, torch.Tensor]:
     """The three probe metrics of S encoders at once, their probes trained side by side.
 
     Args: per encoder, its ``(group codes (N, d_u), instance codes (N, K, d_v))`` of the
     probe-train groups ``train`` and of the probe-test groups ``test``. Returns ``u_probe_mse``,
     ``v_probe_mse`` and ``instance_probe_mse``, each ``(S,)``; entry s equals what the single-
-    encoder functions give for encoder s, up to rounding (exactly, for one encoder).
+    encoder functions give for encoder s, up to rounding (exactly, for one encoder). The probes
+    train on ``device`` (the CPU by default; on a GPU they agree with the CPU's up to rounding).
     """
-    tr_u, tr_v = (torch.stack([c[i].cpu() for c in train_codes]) for i in (0, 1))
-    te_u, te_v = (torch.stack([c[i].cpu() for c in test_codes]) for i in (0, 1))
-    tr, te = train.to("cpu"), test.to("cpu")
-    return dict(u_probe_mse=_u_probe(tr_u, tr.u, te_u, te.u, cfg),
+    tr_u, tr_v = (torch.stack([c[i].to(device) for c in train_codes]) for i in (0, 1))
+    te_u, te_v = (torch.stack([c[i].to(device) for c in test_codes]) for i in (0, 1))
+    tr, te = train.to(device), test.to(device)
+    probes = dict(u_probe_mse=_u_probe(tr_u, tr.u, te_u, te.u, cfg),
                 v_probe_mse=_v_probe(tr_v, tr.mask, tr.u, te_v, te.mask, te.u, cfg),
                 instance_probe_mse=_instance_probe(tr_v, tr.mask, tr.v, te_v, te.mask, te.v, cfg))
+    return {name: values.cpu() for name, values in probes.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,10 +243,10 @@ def evaluate(scorer, train: GroupedData, holdout: GroupedData, *, translation_se
 
 
 def evaluate_many(scorers: Sequence, train: GroupedData, holdout: GroupedData, *, translation_seed: int = 0,
-                  probe: ProbeConfig = ProbeConfig()) -> List[Dict[str, float]]:
+                  probe: ProbeConfig = ProbeConfig(), probe_device="cpu") -> List[Dict[str, float]]:
     """:func:`evaluate` for several scorers (e.g. the seeds of one study), their probes trained
-    side by side (:func:`probe_mses`): one dict per scorer, equal to its own :func:`evaluate` up to
-    rounding."""
+    side by side (:func:`probe_mses`, on ``probe_device``): one dict per scorer, equal to its own
+    :func:`evaluate` up to rounding."""
     target = translation_targets(holdout.n_groups, seed=translation_seed)
     probe_train = train.subset(slice(0, probe.max_train))
     m_te, hx = holdout.mask.cpu(), holdout.to("cpu")
@@ -257,7 +259,7 @@ def evaluate_many(scorers: Sequence, train: GroupedData, holdout: GroupedData, *
             recon_mse=masked_mse(scorer.reconstruction(holdout).cpu().double(), hx.x.double(), m_te),
             holdout_nll=float(scorer.nll_per_observation(holdout)),
             translation_mse=masked_mse(scorer.translation(holdout, target).cpu().double(), truth, m_te)))
-    probes = probe_mses(train_codes, probe_train, test_codes, holdout, probe)
+    probes = probe_mses(train_codes, probe_train, test_codes, holdout, probe, device=probe_device)
     return [dict(row, **{name: float(values[i]) for name, values in probes.items()}) for i, row in enumerate(rows)]
 
 

@@ -66,6 +66,8 @@ def parse_seeds(text: str) -> List[int]:
 
 
 def _git_commit() -> str:
+    if os.environ.get("CXVAE_GIT_COMMIT"):  # a copy of the tree without its .git (e.g. on a lent GPU machine)
+        return os.environ["CXVAE_GIT_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
                              cwd=Path(__file__).resolve().parent, timeout=10)
@@ -133,9 +135,10 @@ def score(scorer, cfg: RunConfig, splits) -> Dict[str, float]:
 
 def score_many(scorers: Sequence, cfg: RunConfig, splits) -> List[Dict[str, float]]:
     """:func:`score` for several scorers at once, their probes trained side by side
-    (:func:`cxvae.metrics.evaluate_many`; equal to scoring each alone up to rounding)."""
+    (:func:`cxvae.metrics.evaluate_many`; equal to scoring each alone up to rounding). The probes
+    train on the device that holds ``splits``."""
     return evaluate_many(scorers, splits["train"], splits["holdout"], translation_seed=cfg.eval.translation_seed,
-                         probe=probe_config(cfg))
+                         probe=probe_config(cfg), probe_device=splits["holdout"].x.device)
 
 
 def _write_config(out: Path, configs: Dict[str, RunConfig], command: str) -> None:

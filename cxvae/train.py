@@ -126,10 +126,36 @@ class SeedStack:
                                           dict(with_critic=with_critic))
 
     def draw_noise(self, masks: torch.Tensor, with_critic: bool = True, generators=None) -> Dict[str, torch.Tensor]:
-        """Each seed's noise for its batch, ``masks (S, B, K)``, stacked on the seed axis."""
+        """Each seed's noise for its batch, ``masks (S, B, K)``, stacked on the seed axis: seed s
+        gets exactly what ``GroupVAE.draw_noise(masks[s], generators[s])`` draws.
+
+        When every seed sees one batch (``masks`` expanded from one mask, as in training), the
+        observed positions are found once, not once per seed and field: on a GPU each lookup
+        waits for the device, so the per-seed way would stall it 4 x S times a step.
+        """
         generators = generators or self.generators
-        noises = [self.template.draw_noise(m, g, with_critic=with_critic) for m, g in zip(masks, generators)]
-        return {key: torch.stack([n[key] for n in noises]) for key in noises[0]}
+        if masks.stride(0) != 0:  # seeds with batches of their own
+            noises = [self.template.draw_noise(m, g, with_critic=with_critic) for m, g in zip(masks, generators)]
+            return {key: torch.stack([n[key] for n in noises]) for key in noises[0]}
+        mask = masks[0]
+        (n_groups, k_max), n_seeds = mask.shape, len(generators)
+        observed = mask.flatten().nonzero().squeeze(1)  # the one wait of the step
+        cfg, kw = self.template.cfg, dict(device=mask.device, dtype=torch.float32)
+        critic = self.template.regulariser is not None and with_critic
+        u, v, pairs = [], [], []
+        for g in generators:  # each seed's stream, in GroupVAE.draw_noise's order
+            u.append(torch.randn(n_groups, cfg.u_dim, generator=g, **kw))
+            v.append(torch.randn(len(observed), cfg.v_dim, generator=g, **kw))
+            if critic:
+                pairs.append(torch.cat([torch.rand(len(observed), 1, generator=g, **kw) for _ in range(3)], dim=1).T)
+        v_full = torch.zeros(n_seeds, n_groups * k_max, cfg.v_dim, **kw)
+        v_full[:, observed] = torch.stack(v)
+        noise = dict(u=torch.stack(u), v=v_full.view(n_seeds, n_groups, k_max, cfg.v_dim))
+        if critic:
+            pairs_full = torch.zeros(n_seeds, 3, n_groups * k_max, **kw)
+            pairs_full[:, :, observed] = torch.stack(pairs)
+            noise["pairs"] = pairs_full.view(n_seeds, 3, n_groups, k_max)
+        return noise
 
     def losses(self, x: torch.Tensor, masks: torch.Tensor, noise, with_critic: bool = True) -> Dict[str, torch.Tensor]:
         """:meth:`GroupVAE.forward` of every seed on its own batch: ``x (S, B, K, d)`` -> ``(S,)`` each.
@@ -154,14 +180,19 @@ def clip_grad_norm_per_seed_(params: Sequence[torch.Tensor], max_norm: float) ->
     """:func:`torch.nn.utils.clip_grad_norm_` applied to each seed of stacked ``(S, ...)``
     parameters separately; returns the ``(S,)`` norms before clipping.
 
-    Every norm is taken over one seed's slice on its own, so the result does not depend on how
-    many seeds are stacked (a reduction over a seed axis could change the rounding).
+    On a CPU every norm is taken over one seed's slice on its own, so the result does not depend
+    on how many seeds are stacked (a reduction over a seed axis could change the rounding); on a
+    GPU the norms are taken row-wise over the seed axis at once (equal up to rounding).
     """
     n_seeds = params[0].shape[0]
-    slices = [p.grad[i] for i in range(n_seeds) for p in params]  # seed-major
-    norms = torch._foreach_norm(slices)
-    total = torch.stack([torch.linalg.vector_norm(torch.stack(norms[i * len(params):(i + 1) * len(params)]))
-                         for i in range(n_seeds)])
+    if params[0].device.type == "cuda":  # a loop over seeds would cost 2 x S kernel launches a step
+        norms = torch.stack([torch.linalg.vector_norm(p.grad.flatten(1), dim=1) for p in params], dim=1)
+        total = torch.linalg.vector_norm(norms, dim=1)
+    else:
+        slices = [p.grad[i] for i in range(n_seeds) for p in params]  # seed-major
+        norms = torch._foreach_norm(slices)
+        total = torch.stack([torch.linalg.vector_norm(torch.stack(norms[i * len(params):(i + 1) * len(params)]))
+                             for i in range(n_seeds)])
     coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
     for p in params:
         p.grad.mul_(coef.view(-1, *[1] * (p.dim() - 1)))

@@ -78,6 +78,54 @@ def test_gradient_clipping_is_per_seed():
     assert float(torch.nn.utils.clip_grad_norm_(single, 1.0)) == pytest.approx(float(norms[1]), rel=1e-6)
 
 
+@pytest.mark.parametrize("preset", ["cxvae", "ml-vae"])
+@pytest.mark.parametrize("with_critic", [True, False])
+def test_noise_of_seeds_sharing_a_batch_is_each_seeds_own_draw(preset, with_critic):
+    """The shared-batch path of draw_noise (observed positions found once) gives seed s exactly
+    what GroupVAE.draw_noise draws from seed s's stream, as the per-seed path does."""
+    cfg = _cfg(preset).model
+    shared, separate = (SeedStack(cfg, SEEDS, torch.device("cpu")) for _ in range(2))
+    _, _, mask = _batch_for(shared, seed=2)
+    fast = shared.draw_noise(mask, with_critic=with_critic)
+    slow = separate.draw_noise(mask.contiguous(), with_critic=with_critic)  # not an expanded view
+    assert fast.keys() == slow.keys() and ("pairs" in fast) == (preset == "cxvae" and with_critic)
+    for key in fast:
+        assert torch.equal(fast[key], slow[key]), key
+    assert torch.count_nonzero(fast["v"][:, ~mask[0]]) == 0  # nothing at padding
+
+
+def test_row_wise_clipping_norms_equal_the_per_seed_ones():
+    """The GPU's way of taking the per-seed norms (row-wise over the seed axis) agrees with the
+    per-seed loop; run here on the CPU by taking the GPU branch's formula."""
+    torch.manual_seed(1)
+    grads = [torch.randn(4, 3, 5), torch.randn(4, 7)]
+    params = [torch.zeros_like(g, requires_grad=True) for g in grads]
+    for p, g in zip(params, grads):
+        p.grad = g.clone()
+    loop = clip_grad_norm_per_seed_(params, max_norm=1e9)
+    rows = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads],
+                                                dim=1), dim=1)
+    torch.testing.assert_close(rows, loop, rtol=1e-6, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_stack_on_the_gpu_computes_what_it_computes_on_the_cpu():
+    """The same stacked step on CUDA and on the CPU: losses and clipped gradients agree to rounding."""
+    cfg = _cfg("cxvae").model
+    outs = {}
+    for dev in ("cpu", "cuda"):
+        stack = SeedStack(cfg, SEEDS, torch.device(dev))
+        data = generate_exam_scores(16, seed=0).to(dev)
+        x, mask = data.x.expand(3, *data.x.shape), data.mask.expand(3, *data.mask.shape)
+        noise = {k: v.to(dev) for k, v in SeedStack(cfg, SEEDS, torch.device("cpu")).draw_noise(mask.cpu()).items()}
+        out = stack.losses(x, mask, noise)
+        out["neg_elbo"].sum().backward(inputs=stack.vae_params)
+        norms = clip_grad_norm_per_seed_(stack.vae_params, 1.0)
+        outs[dev] = (out["neg_elbo"].cpu(), norms.cpu())
+    for a, b in zip(outs["cpu"], outs["cuda"]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_one_seed_trains_exactly_like_the_plain_training_step():
     """train() is the plain loop over train_step (same seed, same batches): identical weights."""
     cfg = _cfg("cxvae", epochs=1)
