@@ -39,7 +39,7 @@ from .metrics import METRICS, ProbeConfig, evaluate_many
 from .oracle import ExamScoresOracle
 from .train import make_splits, resolve_device, save_checkpoint, train_seeds
 
-__all__ = ["parse_seeds", "provenance", "append_row", "score", "sweep", "run_oracle", "summarise",
+__all__ = ["parse_seeds", "format_seeds", "provenance", "append_row", "score", "sweep", "run_oracle", "summarise",
            "compare_to", "read_study", "study_command", "load_or_run", "probe_config"]
 
 RUNS_CSV, ORACLE_CSV, CONFIG_JSON = "runs.csv", "oracle.csv", "config.json"
@@ -63,6 +63,17 @@ def parse_seeds(text: str) -> List[int]:
     if not seeds:
         raise ConfigError("no seeds given")
     return sorted(set(seeds))
+
+
+def format_seeds(seeds: Iterable[int]) -> str:
+    """The inverse of :func:`parse_seeds`: ``[0, 1, 2, 5, 7, 8]`` -> ``'0-2, 5, 7-8'``."""
+    out: List[str] = []
+    for s in sorted(set(int(s) for s in seeds)):
+        if out and out[-1][1] == s - 1:
+            out[-1][1] = s
+        else:
+            out.append([s, s])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in out)
 
 
 def _git_commit() -> str:

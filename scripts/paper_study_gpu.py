@@ -1,15 +1,19 @@
-"""Extend results/paper towards 100 seeds on one GPU: many `cxvae sweep` processes at once.
+"""Extend results/paper towards 100 seeds on one GPU: `cxvae sweep` on blocks of pending seeds.
 
-One process keeps a GPU only partly busy (a step is hundreds of small kernels, launched from
-Python), so this driver runs up to --workers sweeps side by side, each on its own block of seeds,
-all writing into one study folder (the runner locks runs.csv and config.json). Blocks are queued
-Figure 4's models first, then the first block of every ablation, then the rest.
+Blocks (at most --block consecutive pending seeds of a preset, read from the folder's runs.csv)
+are queued Figure 4's models first, then the ablations; --workers sweeps run side by side, all
+writing into one study folder (the runner locks runs.csv and config.json).
 
-    python3 scripts/paper_study_gpu.py run   --out results/paper --workers 12   # the job queue
+    python3 scripts/paper_study_gpu.py jobs  --out results/paper            # what would run
+    python3 scripts/paper_study_gpu.py run   --out results/paper             # the job queue
     python3 scripts/paper_study_gpu.py watch --out results/paper --seconds 540 --pack DIR
 
 `watch` packs the folder's tables and curves (not the models) into DIR/paper.tgz every 30 s and
 when it stops, so a session cut off at any moment keeps what was finished.
+
+Measured on an H200 (results/BENCHMARKS.md): 12 workers with blocks of 30 kept the GPU 100 %
+busy but finished only the three cheaper baselines in 12 minutes; one process with a stack of
+100 trains 100 CxVAE seeds in about 5.4 minutes. Hence the defaults: one worker, blocks of 100.
 """
 from __future__ import annotations
 
@@ -27,13 +31,26 @@ ABLATIONS = ["cxvae-unconditional", "cxvae-average", "cxvae-product", "cxvae-non
              "ml-vae-corrected", "cxvae-product-corrected"]
 
 
-def jobs(block: int = 30):
-    """(preset, first seed, last seed) in the order they should run."""
-    fig4 = [(p, a, min(a + block - 1, 99)) for a in range(10, 100, block) for p in FIGURE4]
-    first = [(p, 5, 4 + block) for p in ABLATIONS]
-    rest = [(p, a, min(a + block - 1, 99) if a + 2 * block <= 100 else 99)
-            for a in range(5 + block, 100 - block + 1, block) for p in ABLATIONS]
-    return fig4 + first + rest
+def jobs(out, block: int = 100, n_seeds: int = 100):
+    """(preset, first seed, last seed) of the seeds 0..n_seeds-1 not yet in ``out/runs.csv``, in
+    blocks of at most ``block`` consecutive seeds: Figure 4's models first, then the ablations,
+    each block index across all presets before the next."""
+    import pandas as pd
+
+    runs = Path(out) / "runs.csv"
+    done = set(zip(*pd.read_csv(runs)[["preset", "seed"]].values.T)) if runs.exists() else set()
+    found = []
+    for order, preset in enumerate(FIGURE4 + ABLATIONS):
+        pending = [s for s in range(n_seeds) if (preset, s) not in done]
+        runs_of = []  # consecutive runs of pending seeds, cut into blocks
+        for s in pending:
+            if runs_of and s == runs_of[-1][-1] + 1 and len(runs_of[-1]) < block:
+                runs_of[-1].append(s)
+            else:
+                runs_of.append([s])
+        found += [(index, order, preset, r[0], r[-1]) for index, r in enumerate(runs_of)]
+    tier = lambda job: (job[2] in ABLATIONS, job[0], job[1])  # noqa: E731
+    return [(preset, lo, hi) for _, _, preset, lo, hi in sorted(found, key=tier)]
 
 
 def sweep_command(preset, lo, hi, out, scale="paper", device="cuda"):
@@ -44,7 +61,7 @@ def sweep_command(preset, lo, hi, out, scale="paper", device="cuda"):
 def run(args) -> None:
     logs = Path(args.out) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    queue, running = jobs(args.block)[: args.max_jobs], {}
+    queue, running = jobs(args.out, args.block)[: args.max_jobs], {}
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", PYTHONPATH=os.getcwd())
     while queue or running:
         for key, proc in list(running.items()):
@@ -96,8 +113,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=["run", "watch", "jobs"])
     parser.add_argument("--out", default="results/paper")
-    parser.add_argument("--workers", type=int, default=12)
-    parser.add_argument("--block", type=int, default=30)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--block", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=540)
     parser.add_argument("--pack", default=".")
     parser.add_argument("--scale", default="paper", help="(smoke: to try the driver on a CPU)")
@@ -105,7 +122,7 @@ if __name__ == "__main__":
     parser.add_argument("--max-jobs", type=int, default=None)
     args = parser.parse_args()
     if args.mode == "jobs":
-        for job in jobs(args.block):
+        for job in jobs(args.out, args.block):
             print(*job)
     else:
         {"run": run, "watch": watch}[args.mode](args)

@@ -23,6 +23,14 @@ def test_parse_seeds_reads_ranges_and_lists():
             runner.parse_seeds(bad)
 
 
+def test_format_seeds_writes_ranges_that_parse_back():
+    """[0..9, 12, 20, 21] is '0-9, 12, 20-21', and parse_seeds reads it back."""
+    seeds = list(range(10)) + [12, 20, 21]
+    assert runner.format_seeds(seeds[::-1]) == "0-9, 12, 20-21"
+    assert runner.parse_seeds(runner.format_seeds(seeds).replace(" ", "")) == seeds
+    assert runner.format_seeds([7]) == "7"
+
+
 def test_sweep_writes_rows_config_and_provenance_then_skips_finished_runs(tmp_path, monkeypatch):
     """A sweep writes one row per run with every metric and provenance; a rerun trains nothing."""
     out = tmp_path / "study"
