@@ -31,7 +31,7 @@ ABLATIONS = ["cxvae-unconditional", "cxvae-average", "cxvae-product", "cxvae-non
              "ml-vae-corrected", "cxvae-product-corrected"]
 
 
-def jobs(out, block: int = 100, n_seeds: int = 100):
+def jobs(out, block: int = 100, n_seeds: int = 100, presets=None):
     """(preset, first seed, last seed) of the seeds 0..n_seeds-1 not yet in ``out/runs.csv``, in
     blocks of at most ``block`` consecutive seeds: Figure 4's models first, then the ablations,
     each block index across all presets before the next."""
@@ -40,7 +40,7 @@ def jobs(out, block: int = 100, n_seeds: int = 100):
     runs = Path(out) / "runs.csv"
     done = set(zip(*pd.read_csv(runs)[["preset", "seed"]].values.T)) if runs.exists() else set()
     found = []
-    for order, preset in enumerate(FIGURE4 + ABLATIONS):
+    for order, preset in enumerate(p for p in FIGURE4 + ABLATIONS if not presets or p in presets):
         pending = [s for s in range(n_seeds) if (preset, s) not in done]
         runs_of = []  # consecutive runs of pending seeds, cut into blocks
         for s in pending:
@@ -61,7 +61,7 @@ def sweep_command(preset, lo, hi, out, scale="paper", device="cuda"):
 def run(args) -> None:
     logs = Path(args.out) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    queue, running = jobs(args.out, args.block)[: args.max_jobs], {}
+    queue, running = jobs(args.out, args.block, presets=args.presets)[: args.max_jobs], {}
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", PYTHONPATH=os.getcwd())
     while queue or running:
         for key, proc in list(running.items()):
@@ -120,9 +120,11 @@ if __name__ == "__main__":
     parser.add_argument("--scale", default="paper", help="(smoke: to try the driver on a CPU)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--max-jobs", type=int, default=None)
+    parser.add_argument("--presets", type=lambda text: text.split(","), default=None,
+                        help="only these presets (comma-separated), e.g. the ones a 15-minute lease can finish")
     args = parser.parse_args()
     if args.mode == "jobs":
-        for job in jobs(args.out, args.block):
+        for job in jobs(args.out, args.block, presets=args.presets):
             print(*job)
     else:
         {"run": run, "watch": watch}[args.mode](args)
