@@ -70,22 +70,25 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) ->
 
 
 def observed_noise(mask: torch.Tensor, dim: int, kind: str = "normal", dtype=torch.float32,
-                   generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                   generator: Optional[torch.Generator] = None, observed: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Noise ``(B, K, dim)`` drawn for the observed positions of ``mask (B, K)`` only, in group
     order (zero at padding), so a seeded draw does not depend on how much padding a batch has.
-    ``kind`` is ``'normal'`` (N(0, 1)) or ``'uniform'`` (U(0, 1))."""
-    n = int(mask.sum())
+    ``kind`` is ``'normal'`` (N(0, 1)) or ``'uniform'`` (U(0, 1)). ``observed``: the flat indices
+    of the observed positions, if known (finding them on a GPU waits for the device)."""
+    if observed is None:
+        observed = mask.flatten().nonzero().squeeze(1)
     draw = torch.randn if kind == "normal" else torch.rand
-    flat = draw(n, dim, dtype=dtype, device=mask.device, generator=generator)
-    out = torch.zeros(*mask.shape, dim, dtype=dtype, device=mask.device)
-    out[mask] = flat
-    return out
+    flat = draw(len(observed), dim, dtype=dtype, device=mask.device, generator=generator)
+    out = torch.zeros(mask.numel(), dim, dtype=dtype, device=mask.device)
+    out[observed] = flat
+    return out.view(*mask.shape, dim)
 
 
-def uniform_pair_noise(mask: torch.Tensor, dtype=torch.float32, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def uniform_pair_noise(mask: torch.Tensor, dtype=torch.float32, generator: Optional[torch.Generator] = None,
+                       observed: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Three independent U(0, 1) fields ``(3, B, K)`` at the observed positions of ``mask (B, K)``
     (drawn one after the other), for :func:`~cxvae.regularisers.pairs_from_uniforms`."""
-    return torch.stack([observed_noise(mask, 1, "uniform", dtype, generator)[..., 0] for _ in range(3)])
+    return torch.stack([observed_noise(mask, 1, "uniform", dtype, generator, observed)[..., 0] for _ in range(3)])
 
 
 def sample_normal(mean: torch.Tensor, var: torch.Tensor, mask: Optional[torch.Tensor] = None,
@@ -278,18 +281,19 @@ class GroupVAE(nn.Module):
 
     # -- inference ----------------------------------------------------------------------------
     def draw_noise(self, mask: torch.Tensor, generator: Optional[torch.Generator] = None,
-                   dtype=torch.float32, with_critic: bool = True) -> Dict[str, torch.Tensor]:
+                   dtype=torch.float32, with_critic: bool = True,
+                   observed: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         """All the randomness of one training step for groups with ``mask (B, K)``.
 
         Returns ``u (B, u_dim)`` and ``v (B, K, v_dim)`` standard-normal noise for the
         reparameterised samples and, if the model has a critic (and ``with_critic``), ``pairs (3, B, K)`` uniforms for
         :func:`~cxvae.regularisers.sample_pairs`; drawn at observed positions only, in this order,
-        from ``generator`` (the global RNG if None).
+        from ``generator`` (the global RNG if None). ``observed`` as in :func:`observed_noise`.
         """
         noise = dict(u=torch.randn(mask.shape[0], self.cfg.u_dim, dtype=dtype, device=mask.device, generator=generator),
-                     v=observed_noise(mask, self.cfg.v_dim, dtype=dtype, generator=generator))
+                     v=observed_noise(mask, self.cfg.v_dim, dtype=dtype, generator=generator, observed=observed))
         if self.regulariser is not None and with_critic:
-            noise["pairs"] = uniform_pair_noise(mask, dtype=dtype, generator=generator)
+            noise["pairs"] = uniform_pair_noise(mask, dtype=dtype, generator=generator, observed=observed)
         return noise
 
     def encode(self, x: torch.Tensor, mask: torch.Tensor, sample: bool = True,

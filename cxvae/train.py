@@ -129,33 +129,15 @@ class SeedStack:
         """Each seed's noise for its batch, ``masks (S, B, K)``, stacked on the seed axis: seed s
         gets exactly what ``GroupVAE.draw_noise(masks[s], generators[s])`` draws.
 
-        When every seed sees one batch (``masks`` expanded from one mask, as in training), the
-        observed positions are found once, not once per seed and field: on a GPU each lookup
-        waits for the device, so the per-seed way would stall it 4 x S times a step.
+        When every seed sees one batch (``masks`` expanded from one mask, as in training), its
+        observed positions are found once, not in every seed's draw: on a GPU each lookup waits
+        for the device.
         """
         generators = generators or self.generators
-        if masks.stride(0) != 0:  # seeds with batches of their own
-            noises = [self.template.draw_noise(m, g, with_critic=with_critic) for m, g in zip(masks, generators)]
-            return {key: torch.stack([n[key] for n in noises]) for key in noises[0]}
-        mask = masks[0]
-        (n_groups, k_max), n_seeds = mask.shape, len(generators)
-        observed = mask.flatten().nonzero().squeeze(1)  # the one wait of the step
-        cfg, kw = self.template.cfg, dict(device=mask.device, dtype=torch.float32)
-        critic = self.template.regulariser is not None and with_critic
-        u, v, pairs = [], [], []
-        for g in generators:  # each seed's stream, in GroupVAE.draw_noise's order
-            u.append(torch.randn(n_groups, cfg.u_dim, generator=g, **kw))
-            v.append(torch.randn(len(observed), cfg.v_dim, generator=g, **kw))
-            if critic:
-                pairs.append(torch.cat([torch.rand(len(observed), 1, generator=g, **kw) for _ in range(3)], dim=1).T)
-        v_full = torch.zeros(n_seeds, n_groups * k_max, cfg.v_dim, **kw)
-        v_full[:, observed] = torch.stack(v)
-        noise = dict(u=torch.stack(u), v=v_full.view(n_seeds, n_groups, k_max, cfg.v_dim))
-        if critic:
-            pairs_full = torch.zeros(n_seeds, 3, n_groups * k_max, **kw)
-            pairs_full[:, :, observed] = torch.stack(pairs)
-            noise["pairs"] = pairs_full.view(n_seeds, 3, n_groups, k_max)
-        return noise
+        observed = masks[0].flatten().nonzero().squeeze(1) if masks.stride(0) == 0 else None
+        noises = [self.template.draw_noise(m, g, with_critic=with_critic, observed=observed)
+                  for m, g in zip(masks, generators)]
+        return {key: torch.stack([n[key] for n in noises]) for key in noises[0]}
 
     def losses(self, x: torch.Tensor, masks: torch.Tensor, noise, with_critic: bool = True) -> Dict[str, torch.Tensor]:
         """:meth:`GroupVAE.forward` of every seed on its own batch: ``x (S, B, K, d)`` -> ``(S,)`` each.

@@ -82,12 +82,12 @@ def run(args) -> None:
 
 
 def pack(out: Path, dest: Path) -> None:
-    tmp = Path("/tmp/paper.tgz")
+    tmp = dest / "paper.tgz.part"
     with tarfile.open(tmp, "w:gz") as tar:
         for name in ("runs.csv", "config.json", "histories", "logs", "driver.log"):
             if (out / name).exists():
                 tar.add(out / name, arcname=name)
-    shutil.move(str(tmp), dest / "paper.tgz")
+    os.replace(tmp, dest / "paper.tgz")
 
 
 def watch(args) -> None:
