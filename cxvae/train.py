@@ -158,16 +158,20 @@ class SeedStack:
         return model.eval()
 
 
-def clip_grad_norm_per_seed_(params: Sequence[torch.Tensor], max_norm: float) -> torch.Tensor:
+def clip_grad_norm_per_seed_(params: Sequence[torch.Tensor], max_norm: float,
+                             row_wise: Optional[bool] = None) -> torch.Tensor:
     """:func:`torch.nn.utils.clip_grad_norm_` applied to each seed of stacked ``(S, ...)``
     parameters separately; returns the ``(S,)`` norms before clipping.
 
     On a CPU every norm is taken over one seed's slice on its own, so the result does not depend
     on how many seeds are stacked (a reduction over a seed axis could change the rounding); on a
     GPU the norms are taken row-wise over the seed axis at once (equal up to rounding).
+    ``row_wise`` chooses the way explicitly (default: row-wise on CUDA only).
     """
     n_seeds = params[0].shape[0]
-    if params[0].device.type == "cuda":  # a loop over seeds would cost 2 x S kernel launches a step
+    if row_wise is None:  # on a GPU a loop over seeds would cost 2 x S kernel launches a step
+        row_wise = params[0].device.type == "cuda"
+    if row_wise:
         norms = torch.stack([torch.linalg.vector_norm(p.grad.flatten(1), dim=1) for p in params], dim=1)
         total = torch.linalg.vector_norm(norms, dim=1)
     else:
