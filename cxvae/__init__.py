@@ -7,6 +7,7 @@ An executable reproduction of "Context-Aware Variational Autoencoder" (CxVAE). T
 * :mod:`cxvae.regularisers` — the MINE critics (single-observation and group-wise);
 * :mod:`cxvae.config` — run configuration, model presets and scales;
 * :mod:`cxvae.train` — training (one seed, or many at once with :class:`~cxvae.train.SeedStack`), checkpoints;
+* :mod:`cxvae.noise` — counter-based training noise, one vectorised draw for every seed of a stack;
 * :mod:`cxvae.oracle` — the exact Bayes-optimal reference for the exam-scores model;
 * :mod:`cxvae.metrics`, :mod:`cxvae.evaluation` — the metrics and the scorers they read;
 * :mod:`cxvae.runner` — sweeps over presets and seeds, the oracle row, summary tables;

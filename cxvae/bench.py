@@ -21,7 +21,7 @@ from .data import GroupBatchLoader, generate_exam_scores
 from .evaluation import ModelScorer
 from .model import GroupVAE
 from .runner import score_many
-from .train import SeedStack, _stack, make_splits, resolve_device, stack_step
+from .train import SeedStack, make_optimisers, make_splits, make_step, resolve_device
 
 __all__ = ["training_throughput", "benchmark_table", "scoring_seconds", "scoring_table"]
 
@@ -32,44 +32,47 @@ def _sync(device: torch.device) -> None:
 
 
 def training_throughput(preset: str, scale: str = "paper", device: str = "auto", steps: int = 30,
-                        warmup: int = 5, n_seeds: int = 1) -> dict:
+                        warmup: int = 5, n_seeds: int = 1, cuda_graphs: bool = False) -> dict:
     """Time ``steps`` training steps of ``n_seeds`` stacked seeds of ``preset`` (after ``warmup``).
 
     Returns ``dict(groups_per_s, observations_per_s, seconds_per_step)``, counting every seed's
-    groups (a stack of S seeds trains S x batch_size groups per step).
+    groups (a stack of S seeds trains S x batch_size groups per step). ``cuda_graphs``: the step
+    replayed from CUDA graphs (:class:`cxvae.train.GraphedStep`, batches padded to multiples of 8
+    positions); three untimed passes over the timed batches capture every shape first.
     """
     cfg = make_run_config(preset, scale=scale, device=device)
     dev = resolve_device(device)
     data = generate_exam_scores(cfg.train.batch_size * (steps + warmup), seed=0).to(dev)
     stack = SeedStack(cfg.model, range(n_seeds), dev)
-    opt = torch.optim.Adam(stack.vae_params, lr=cfg.train.lr)
-    critic_opt = torch.optim.Adam(stack.critic_params, lr=cfg.train.critic_lr) if stack.critic_params else None
-    batches = list(GroupBatchLoader(data, cfg.train.batch_size, seed=0))
-    n_groups = n_obs = 0
-    for i, batch in enumerate(batches):
-        if i == warmup:
-            _sync(dev)
-            start = time.perf_counter()
-        stack_step(stack, *_stack(batch, n_seeds), opt, critic_opt, cfg.train)
-        if i >= warmup:
-            n_groups += n_seeds * batch.n_groups
-            n_obs += n_seeds * batch.n_observations
+    opt, critic_opt, _ = make_optimisers(stack, cfg.train, total_steps=10 * (steps + warmup), cuda_graphs=cuda_graphs)
+    step_fn = make_step(stack, opt, critic_opt, cfg.train, cuda_graphs)
+    batches = list(GroupBatchLoader(data, cfg.train.batch_size, seed=0, k_multiple=8 if cuda_graphs else 1))
+    untimed = batches * 3 + batches[:warmup] if cuda_graphs else batches[:warmup]
+    timed = batches if cuda_graphs else batches[warmup:]
+    for i, batch in enumerate(untimed):
+        step_fn(batch, i)
+    _sync(dev)
+    start = time.perf_counter()
+    for i, batch in enumerate(timed, start=len(untimed)):
+        step_fn(batch, i)
     _sync(dev)
     seconds = time.perf_counter() - start
+    n_groups, n_obs = (n_seeds * sum(getattr(b, key) for b in timed) for key in ("n_groups", "n_observations"))
     return dict(groups_per_s=n_groups / seconds, observations_per_s=n_obs / seconds,
-                seconds_per_step=seconds / max(len(batches) - warmup, 1))
+                seconds_per_step=seconds / max(len(timed), 1))
 
 
 def benchmark_table(presets: Sequence[str], scale: str = "paper", device: str = "auto", steps: int = 30,
-                    seeds: int = 100, stacks: Sequence[int] = (1, 10)) -> pd.DataFrame:
-    """One row per preset and stack size: throughput and the estimated training time of ``seeds`` seeds."""
+                    seeds: int = 100, stacks: Sequence[int] = (1, 10), cuda_graphs: bool = False) -> pd.DataFrame:
+    """One row per preset and stack size: throughput and the estimated training time of ``seeds``
+    seeds (``cuda_graphs`` as in :func:`training_throughput`)."""
     rows = []
     for preset in presets:
         cfg = make_run_config(preset, scale=scale, device=device)
         for n_seeds in stacks:
-            t = training_throughput(preset, scale=scale, device=device, steps=steps, n_seeds=n_seeds)
+            t = training_throughput(preset, scale=scale, device=device, steps=steps, n_seeds=n_seeds, cuda_graphs=cuda_graphs)
             run_seconds = cfg.train.epochs * cfg.data.n_train / t["groups_per_s"]  # per seed
-            rows.append(dict(preset=preset, stack=n_seeds, device=str(resolve_device(device)),
+            rows.append(dict(preset=preset, stack=n_seeds, device=str(resolve_device(device)), cuda_graphs=cuda_graphs,
                              threads=torch.get_num_threads(), groups_per_s=round(t["groups_per_s"]),
                              observations_per_s=round(t["observations_per_s"]),
                              train_minutes_per_seed=round(run_seconds / 60, 2),

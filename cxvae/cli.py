@@ -82,7 +82,8 @@ def _cmd_sweep(args) -> int:
         make_run_config(p)  # unknown names fail here, before any training
     command = "cxvae " + " ".join(sys.argv[1:]) if args.command_line is None else args.command_line
     sweep(presets, parse_seeds(args.seeds), scale=args.scale, device=args.device, out=args.out,
-          progress=not args.quiet, command=command, stack=args.stack, score_together=args.score_together)
+          progress=not args.quiet, command=command, stack=args.stack, score_together=args.score_together,
+          cuda_graphs=args.cuda_graphs)
     if not (Path(args.out) / "oracle.csv").exists():  # the reference row belongs beside every table
         from .runner import run_oracle
 
@@ -140,7 +141,8 @@ def _cmd_bench(args) -> int:
     from .runner import parse_seeds
 
     table = benchmark_table([p.strip() for p in args.presets.split(",")], scale=args.scale, device=args.device,
-                            steps=args.steps, seeds=args.seeds, stacks=parse_seeds(args.stacks))
+                            steps=args.steps, seeds=args.seeds, stacks=parse_seeds(args.stacks),
+                            cuda_graphs=args.cuda_graphs)
     print(table.to_string(index=False))
     if args.score:
         from .bench import scoring_table
@@ -176,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seeds of a preset trained at once, vectorised (default 1; e.g. 10 on a CPU, 100 on a GPU)")
     p.add_argument("--score-together", action="store_true",
                    help="score a stack's runs at once, their probes vectorised (for a GPU; no faster on a CPU)")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="replay the training step from CUDA graphs (CUDA only; fewer kernel launches)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_sweep)
@@ -212,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stacks", default="1,10", help="stack sizes (seeds trained at once) to time (default 1,10)")
     p.add_argument("--score", action="store_true",
                    help="also time scoring per run, one run alone and a stack of runs together")
+    p.add_argument("--cuda-graphs", action="store_true", help="time the training step replayed from CUDA graphs")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("summary", help="print the median [95% interval] table of a study folder")

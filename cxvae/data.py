@@ -274,14 +274,16 @@ class GroupBatchLoader:
         shuffle: reshuffle each epoch.
         bucket: group similar sizes together to reduce padding.
         drop_last: drop a final incomplete batch.
+        k_multiple: pad each batch to a multiple of this many positions (at most the data's
+            K_max), so that batches come in fewer shapes (for CUDA graphs; padding changes no result).
     """
 
     def __init__(self, data: GroupedData, batch_size: int, *, shuffle: bool = True, bucket: bool = True,
-                 bucket_window: int = 50, drop_last: bool = False, seed: int = 0):
-        if batch_size < 1:
-            raise DataError(f"batch_size must be positive; got {batch_size}")
+                 bucket_window: int = 50, drop_last: bool = False, seed: int = 0, k_multiple: int = 1):
+        if batch_size < 1 or k_multiple < 1:
+            raise DataError(f"batch_size and k_multiple must be positive; got {batch_size} and {k_multiple}")
         self.data, self.batch_size, self.shuffle, self.bucket = data, int(batch_size), shuffle, bucket
-        self.bucket_window, self.drop_last = bucket_window, drop_last
+        self.bucket_window, self.drop_last, self.k_multiple = bucket_window, drop_last, int(k_multiple)
         self.generator = torch.Generator().manual_seed(int(seed))
         self._sizes = data.sizes.cpu()
 
@@ -315,7 +317,8 @@ class GroupBatchLoader:
         # one copy to the data's device per epoch, and sizes read on the host: no waits per batch
         on_device = torch.cat(batches).to(self.data.x.device).split([len(b) for b in batches])
         for idx, idx_device in zip(batches, on_device):
-            yield self.data.subset(idx_device, k_max=max(int(self._sizes[idx].max()), 1) if len(idx) else 1)
+            k_max = max(int(self._sizes[idx].max()), 1) if len(idx) else 1
+            yield self.data.subset(idx_device, k_max=-(-k_max // self.k_multiple) * self.k_multiple)
 
 
 # ---------------------------------------------------------------------------------------------

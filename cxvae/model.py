@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from .config import ModelConfig
 from .data import DataError, GroupedData, exam_scores_mean
+from .noise import TRAIN, step_noise
 from .regularisers import make_regulariser, pairs_from_uniforms
 
 Normal = Tuple[torch.Tensor, torch.Tensor]  # (mean, var)
@@ -70,13 +71,11 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) ->
 
 
 def observed_noise(mask: torch.Tensor, dim: int, kind: str = "normal", dtype=torch.float32,
-                   generator: Optional[torch.Generator] = None, observed: Optional[torch.Tensor] = None) -> torch.Tensor:
+                   generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Noise ``(B, K, dim)`` drawn for the observed positions of ``mask (B, K)`` only, in group
     order (zero at padding), so a seeded draw does not depend on how much padding a batch has.
-    ``kind`` is ``'normal'`` (N(0, 1)) or ``'uniform'`` (U(0, 1)). ``observed``: the flat indices
-    of the observed positions, if known (finding them on a GPU waits for the device)."""
-    if observed is None:
-        observed = mask.flatten().nonzero().squeeze(1)
+    ``kind`` is ``'normal'`` (N(0, 1)) or ``'uniform'`` (U(0, 1))."""
+    observed = mask.flatten().nonzero().squeeze(1)
     draw = torch.randn if kind == "normal" else torch.rand
     flat = draw(len(observed), dim, dtype=dtype, device=mask.device, generator=generator)
     out = torch.zeros(mask.numel(), dim, dtype=dtype, device=mask.device)
@@ -84,11 +83,10 @@ def observed_noise(mask: torch.Tensor, dim: int, kind: str = "normal", dtype=tor
     return out.view(*mask.shape, dim)
 
 
-def uniform_pair_noise(mask: torch.Tensor, dtype=torch.float32, generator: Optional[torch.Generator] = None,
-                       observed: Optional[torch.Tensor] = None) -> torch.Tensor:
+def uniform_pair_noise(mask: torch.Tensor, dtype=torch.float32, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Three independent U(0, 1) fields ``(3, B, K)`` at the observed positions of ``mask (B, K)``
     (drawn one after the other), for :func:`~cxvae.regularisers.pairs_from_uniforms`."""
-    return torch.stack([observed_noise(mask, 1, "uniform", dtype, generator, observed)[..., 0] for _ in range(3)])
+    return torch.stack([observed_noise(mask, 1, "uniform", dtype, generator)[..., 0] for _ in range(3)])
 
 
 def sample_normal(mean: torch.Tensor, var: torch.Tensor, mask: Optional[torch.Tensor] = None,
@@ -280,21 +278,22 @@ class GroupVAE(nn.Module):
             raise DataError(f"the model expects observations with x_dim={self.cfg.x_dim}; got {batch.x_dim}")
 
     # -- inference ----------------------------------------------------------------------------
-    def draw_noise(self, mask: torch.Tensor, generator: Optional[torch.Generator] = None,
-                   dtype=torch.float32, with_critic: bool = True,
-                   observed: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+    def draw_noise(self, mask: torch.Tensor, seed: Optional[int] = None, step: int = 0, dtype=torch.float32,
+                   with_critic: bool = True, phase: int = TRAIN) -> Dict[str, torch.Tensor]:
         """All the randomness of one training step for groups with ``mask (B, K)``.
 
         Returns ``u (B, u_dim)`` and ``v (B, K, v_dim)`` standard-normal noise for the
-        reparameterised samples and, if the model has a critic (and ``with_critic``), ``pairs (3, B, K)`` uniforms for
-        :func:`~cxvae.regularisers.sample_pairs`; drawn at observed positions only, in this order,
-        from ``generator`` (the global RNG if None). ``observed`` as in :func:`observed_noise`.
+        reparameterised samples and, if the model has a critic (and ``with_critic``), ``pairs
+        (3, B, K)`` uniforms for :func:`~cxvae.regularisers.pairs_from_uniforms`; zero at padding.
+        The numbers are :func:`cxvae.noise.step_noise` of ``seed`` at ``step``: a training run
+        draws exactly these (:class:`cxvae.train.SeedStack`). ``seed=None`` takes a seed from the
+        global RNG, so ``torch.manual_seed`` fixes the draw.
         """
-        noise = dict(u=torch.randn(mask.shape[0], self.cfg.u_dim, dtype=dtype, device=mask.device, generator=generator),
-                     v=observed_noise(mask, self.cfg.v_dim, dtype=dtype, generator=generator, observed=observed))
-        if self.regulariser is not None and with_critic:
-            noise["pairs"] = uniform_pair_noise(mask, dtype=dtype, generator=generator, observed=observed)
-        return noise
+        if seed is None:
+            seed = int(torch.randint(0, 1 << 32, (), dtype=torch.int64))
+        drawn = step_noise([seed], step, mask, self.cfg.u_dim, self.cfg.v_dim, phase=phase, dtype=dtype,
+                           pairs=self.regulariser is not None and with_critic)
+        return {key: t[0] for key, t in drawn.items()}
 
     def encode(self, x: torch.Tensor, mask: torch.Tensor, sample: bool = True,
                noise: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:

@@ -24,6 +24,7 @@ import platform
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
@@ -187,7 +188,8 @@ def _merge_config(path: Path, out: Path, resolved: Dict, command: str) -> None:
 
 def sweep(presets: Sequence[str], seeds: Iterable[int], scale: str = "smoke", device: str = "auto",
           out="results/sweep", progress: bool = True, command: Optional[str] = None,
-          overrides: Optional[Dict] = None, stack: int = 1, score_together: bool = False) -> pd.DataFrame:
+          overrides: Optional[Dict] = None, stack: int = 1, score_together: bool = False,
+          cuda_graphs: bool = False) -> pd.DataFrame:
     """Train and score every (preset, seed) not yet in ``out/runs.csv``; returns the whole table.
 
     All presets share one data sample (the scale's ``DataConfig``), so their scores are paired.
@@ -196,6 +198,7 @@ def sweep(presets: Sequence[str], seeds: Iterable[int], scale: str = "smoke", de
     of the pending seeds taken in order; each run is scored and saved as soon as its block ends.
     ``score_together``: score a block's runs at once (:func:`score_many`), meant for a GPU, where
     one run's tiny probe steps leave it idle; on a CPU it is no faster (``cxvae bench --score``).
+    ``cuda_graphs``: train with the step replayed from CUDA graphs (CUDA only; :func:`~cxvae.train.train_seeds`).
     """
     if stack < 1:
         raise ConfigError(f"stack must be at least 1; got {stack}")
@@ -218,7 +221,7 @@ def sweep(presets: Sequence[str], seeds: Iterable[int], scale: str = "smoke", de
             if not block:  # another sweep sharing the folder did them
                 continue
             cfg = make_run_config(preset, seed=block[0], scale=scale, device=device, **(overrides or {}))
-            results = train_seeds(cfg, block, splits, progress=False)
+            results = train_seeds(cfg, block, splits, progress=False, cuda_graphs=cuda_graphs)
             _score_and_save(results, splits, out, prov, together=score_together)
             bar.update(len(results))
     bar.close()
@@ -293,16 +296,18 @@ def _bootstrap_median_interval(values: np.ndarray, n_boot: int, rng: np.random.G
 def summarise(runs: pd.DataFrame, oracle: Optional[pd.DataFrame] = None, metrics: Sequence[str] = tuple(METRICS),
               n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """The paper's table: per preset and metric, the median over seeds and a 95% bootstrap interval
-    of the median (percentile method, ``n_boot`` resamples, seeded).
+    of the median (percentile method, ``n_boot`` resamples, seeded). Each (preset, metric) draws
+    its resamples from its own stream, seeded by ``seed`` and its names, so an interval depends on
+    that preset's runs alone: adding another preset's seeds does not move it.
 
     Returns a long DataFrame with columns ``preset, metric, better, n_seeds, median, lo, hi``; the
     oracle (if given) is a row with ``n_seeds = 0`` and ``lo = hi = median``.
     """
-    rng = np.random.default_rng(seed)
     rows = []
     for preset, group in runs.groupby("preset", sort=False):
         for metric in metrics:
             values = group[metric].to_numpy(dtype=float)
+            rng = np.random.default_rng([seed, zlib.crc32(f"{preset}/{metric}".encode())])
             lo, hi = _bootstrap_median_interval(values, n_boot, rng)
             rows.append(dict(preset=preset, metric=metric, better=METRICS[metric], n_seeds=len(values),
                              median=float(np.median(values)), lo=lo, hi=hi))

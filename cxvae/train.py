@@ -21,8 +21,9 @@ from tqdm import tqdm
 from .config import ConfigError, RunConfig
 from .data import GroupBatchLoader, GroupedData, generate_exam_scores
 from .model import GroupVAE
+from .noise import TRAIN, VALID, seed_words, step_noise, word
 
-__all__ = ["resolve_device", "make_splits", "train", "train_seeds", "train_step", "stack_step", "SeedStack", "TrainResult",
+__all__ = ["resolve_device", "make_splits", "train", "train_seeds", "train_step", "stack_step", "SeedStack", "GraphedStep", "make_optimisers", "make_step", "TrainResult",
            "TrainingDiverged", "clip_grad_norm_per_seed_",
            "evaluate_neg_elbo", "save_checkpoint", "save_run"]
 
@@ -70,13 +71,15 @@ def evaluate_neg_elbo(model: GroupVAE, data: GroupedData, batch_size: int = 1024
     return total / n_obs
 
 
-def train_step(model: GroupVAE, batch: GroupedData, opt, critic_opt, tc) -> Dict[str, torch.Tensor]:
-    """One adversarial step of a single model on ``batch`` (global RNG): the VAE's Adam step on
+def train_step(model: GroupVAE, batch: GroupedData, opt, critic_opt, tc,
+               noise: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
+    """One adversarial step of a single model on ``batch``: the VAE's Adam step on
     ``-ELBO + reg_weight * I_hat``, then (if the model has a critic) the critic's Adam step on
-    ``-I_hat``; gradients are clipped to ``tc.grad_clip``. Returns :meth:`GroupVAE.losses` of the
-    batch (before the steps). :func:`train` computes exactly this (through :func:`stack_step` with
-    one seed); the tests check it."""
-    out = model.losses(batch)
+    ``-I_hat``; gradients are clipped to ``tc.grad_clip``. ``noise`` as :meth:`GroupVAE.draw_noise`
+    returns it (drawn from the global RNG if None). Returns :meth:`GroupVAE.losses` of the batch
+    (before the steps). With the noise of (seed, step), :func:`train` computes exactly this
+    (through :func:`stack_step` with one seed); the tests check it."""
+    out = model.losses(batch, noise)
     opt.zero_grad(set_to_none=True)
     (out["neg_elbo"] + tc.reg_weight * out["mi"]).backward(inputs=model.vae_parameters())
     torch.nn.utils.clip_grad_norm_(model.vae_parameters(), tc.grad_clip)
@@ -94,8 +97,9 @@ class SeedStack:
     """Independent copies of one Group VAE, one per seed, trained in lock-step.
 
     Each seed's model is initialised exactly as a single run would be (``torch.manual_seed(seed)``
-    then ``GroupVAE(cfg)``) and keeps its own random stream (a ``torch.Generator`` continuing from
-    there) for the sampling noise and the critic's pairs. The parameters are stacked on a leading
+    then ``GroupVAE(cfg)``); its sampling noise and the critic's pairs at step t are
+    :func:`cxvae.noise.step_noise` of (seed, t), drawn for all seeds in one vectorised call and
+    independent of the other seeds, the padding and the device. The parameters are stacked on a leading
     seed axis ``(S, ...)`` and the loss is vectorised over that axis with ``torch.func.vmap``, so a
     step costs a few large batched matrix products instead of S small ones. Nothing mixes seeds:
     Adam is elementwise and gradients are clipped per seed (tested: one seed's loss has exactly
@@ -105,17 +109,12 @@ class SeedStack:
 
     def __init__(self, model_cfg, seeds: Sequence[int], device: torch.device):
         self.seeds, self.device = [int(s) for s in seeds], device
-        models, self.generators = [], []
+        models = []
         for seed in self.seeds:
             torch.manual_seed(seed)
             models.append(GroupVAE(model_cfg).to(device))
-            gen = torch.Generator(device=device)
-            if device.type == "cpu":  # continue the stream that initialised the model
-                gen.set_state(torch.get_rng_state())
-            else:  # the CUDA stream of torch.manual_seed(seed), untouched by the CPU-side init
-                gen.manual_seed(seed)
-            self.generators.append(gen)
         self.template = models[0]
+        self.seed_words = seed_words(self.seeds, device)  # the noise's keys, made once
         self.params, self.buffers = torch.func.stack_module_state(models)
         self.vae_params = [p for n, p in self.params.items() if not n.startswith("regulariser.")]
         self.critic_params = [p for n, p in self.params.items() if n.startswith("regulariser.")]
@@ -125,19 +124,12 @@ class SeedStack:
         return torch.func.functional_call(self.template, (params, buffers), (x, mask, noise),
                                           dict(with_critic=with_critic))
 
-    def draw_noise(self, masks: torch.Tensor, with_critic: bool = True, generators=None) -> Dict[str, torch.Tensor]:
-        """Each seed's noise for its batch, ``masks (S, B, K)``, stacked on the seed axis: seed s
-        gets exactly what ``GroupVAE.draw_noise(masks[s], generators[s])`` draws.
-
-        When every seed sees one batch (``masks`` expanded from one mask, as in training), its
-        observed positions are found once, not in every seed's draw: on a GPU each lookup waits
-        for the device.
-        """
-        generators = generators or self.generators
-        observed = masks[0].flatten().nonzero().squeeze(1) if masks.stride(0) == 0 else None
-        noises = [self.template.draw_noise(m, g, with_critic=with_critic, observed=observed)
-                  for m, g in zip(masks, generators)]
-        return {key: torch.stack([n[key] for n in noises]) for key in noises[0]}
+    def draw_noise(self, masks: torch.Tensor, step: int, with_critic: bool = True,
+                   phase: int = TRAIN) -> Dict[str, torch.Tensor]:
+        """Every seed's noise for step ``step`` of a batch laid out as ``masks (S, B, K)``, stacked
+        on the seed axis: seed s gets exactly ``GroupVAE.draw_noise(masks[s], seed=s, step=step)``."""
+        return step_noise(self.seed_words, step, masks, self.template.cfg.u_dim, self.template.cfg.v_dim, phase=phase,
+                          pairs=self.template.regulariser is not None and with_critic)
 
     def losses(self, x: torch.Tensor, masks: torch.Tensor, noise, with_critic: bool = True) -> Dict[str, torch.Tensor]:
         """:meth:`GroupVAE.forward` of every seed on its own batch: ``x (S, B, K, d)`` -> ``(S,)`` each.
@@ -185,10 +177,12 @@ def clip_grad_norm_per_seed_(params: Sequence[torch.Tensor], max_norm: float,
     return total
 
 
-def stack_step(stack: SeedStack, x: torch.Tensor, mask: torch.Tensor, opt, critic_opt, tc) -> Dict[str, torch.Tensor]:
+def stack_step(stack: SeedStack, x: torch.Tensor, mask: torch.Tensor, opt, critic_opt, tc,
+               step: int) -> Dict[str, torch.Tensor]:
     """:func:`train_step` for every seed of ``stack`` at once, on ``x (S, B, K, d)``, ``mask (S, B, K)``:
-    each seed's noise from its own stream, gradients clipped per seed. Returns the ``(S,)`` losses."""
-    out = stack.losses(x, mask, stack.draw_noise(mask))
+    each seed's noise of training step ``step`` (:meth:`SeedStack.draw_noise`), gradients clipped
+    per seed. Returns the ``(S,)`` losses."""
+    out = stack.losses(x, mask, stack.draw_noise(mask, step))
     opt.zero_grad(set_to_none=True)
     (out["neg_elbo"] + tc.reg_weight * out["mi"]).sum().backward(inputs=stack.vae_params)
     clip_grad_norm_per_seed_(stack.vae_params, tc.grad_clip)
@@ -201,6 +195,77 @@ def stack_step(stack: SeedStack, x: torch.Tensor, mask: torch.Tensor, opt, criti
     return out
 
 
+class GraphedStep:
+    """:func:`stack_step` replayed from CUDA graphs, one graph per batch shape (opt-in, CUDA only).
+
+    A stacked step launches about 1,500 operations' kernels from Python; on a GPU that launch time,
+    not the arithmetic, sets the pace. A CUDA graph records a step's kernels once and replays them
+    with one launch. Per batch shape, the first ``warmup`` steps run eagerly on a side stream (as
+    PyTorch's CUDA-graph notes ask; they are real training steps), the next is captured, and every
+    later batch of that shape is copied into the graph's static inputs and replayed, with the
+    step number in a device tensor. Needs the optimisers of :func:`make_optimisers` with
+    ``cuda_graphs=True`` (capturable Adam, learning rates as device tensors) and few batch shapes
+    (the loader's ``k_multiple``). Replays compute what the eager step computes, to rounding.
+    """
+
+    def __init__(self, stack: SeedStack, opt, critic_opt, tc, warmup: int = 2):
+        if stack.device.type != "cuda":
+            raise ConfigError(f"CUDA graphs need a CUDA device; the stack is on {stack.device}")
+        self.stack, self.opt, self.critic_opt, self.tc, self.warmup = stack, opt, critic_opt, tc, warmup
+        self.step_word = torch.zeros((), dtype=torch.int32, device=stack.device)
+        self.side = torch.cuda.Stream(device=stack.device)
+        self.graphs: Dict[tuple, tuple] = {}
+        self.eager_steps: Dict[tuple, int] = {}
+
+    def __call__(self, batch: GroupedData, step: int) -> Dict[str, torch.Tensor]:
+        shape = tuple(batch.x.shape)
+        if shape in self.graphs:
+            graph, static_x, static_mask, out = self.graphs[shape]
+            static_x.copy_(batch.x)
+            static_mask.copy_(batch.mask)
+            self.step_word.fill_(word(step))
+            graph.replay()
+            return out
+        n_seeds = len(self.stack.seeds)
+        if self.eager_steps.get(shape, 0) < self.warmup:
+            self.eager_steps[shape] = self.eager_steps.get(shape, 0) + 1
+            self.side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(self.side):
+                out = stack_step(self.stack, *_stack(batch, n_seeds), self.opt, self.critic_opt, self.tc, step)
+            torch.cuda.current_stream().wait_stream(self.side)
+            return out
+        static_x, static_mask = batch.x.clone(), batch.mask.clone()
+        x, mask = static_x.expand(n_seeds, *shape), static_mask.expand(n_seeds, *static_mask.shape)
+        self.step_word.fill_(word(step))
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=self.side):  # captured on the stream that warmed up
+            out = stack_step(self.stack, x, mask, self.opt, self.critic_opt, self.tc, self.step_word)
+        self.graphs[shape] = (graph, static_x, static_mask, out)
+        graph.replay()  # capturing ran nothing
+        return out
+
+
+def make_optimisers(stack: SeedStack, tc, total_steps: int, cuda_graphs: bool = False):
+    """Adam for the VAE's and the critic's stacked parameters (None without a critic) and their
+    cosine learning-rate schedules over ``total_steps``: ``(opt, critic_opt, schedulers)``.
+    ``cuda_graphs``: capturable Adam with learning rates as device tensors (:class:`GraphedStep`)."""
+    schedule = lambda t: tc.lr_decay_to + (1 - tc.lr_decay_to) * 0.5 * (1 + math.cos(math.pi * t / total_steps))  # noqa: E731
+    lr = lambda value: torch.tensor(value, device=stack.device) if cuda_graphs else value  # noqa: E731
+    opt = torch.optim.Adam(stack.vae_params, lr=lr(tc.lr), capturable=cuda_graphs)
+    critic_opt = (torch.optim.Adam(stack.critic_params, lr=lr(tc.critic_lr), capturable=cuda_graphs)
+                  if stack.critic_params else None)
+    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, schedule) for o in (opt, critic_opt) if o is not None]
+    return opt, critic_opt, schedulers
+
+
+def make_step(stack: SeedStack, opt, critic_opt, tc, cuda_graphs: bool = False):
+    """The training step as a function ``(batch, step) -> (S,) losses``: :func:`stack_step` on the
+    batch seen by every seed, or its :class:`GraphedStep` replay."""
+    if cuda_graphs:
+        return GraphedStep(stack, opt, critic_opt, tc)
+    return lambda batch, step: stack_step(stack, *_stack(batch, len(stack.seeds)), opt, critic_opt, tc, step)
+
+
 def _stack(batch: GroupedData, n_seeds: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """The batch seen by every seed: ``x (S, B, K, d)``, ``mask (S, B, K)`` (expanded views)."""
     return batch.x.expand(n_seeds, *batch.x.shape), batch.mask.expand(n_seeds, *batch.mask.shape)
@@ -208,12 +273,12 @@ def _stack(batch: GroupedData, n_seeds: int) -> Tuple[torch.Tensor, torch.Tensor
 
 @torch.no_grad()
 def _valid_neg_elbo(stack: SeedStack, data: GroupedData, batch_size: int = 1024) -> torch.Tensor:
-    """:func:`evaluate_neg_elbo` of every seed at once (seed s draws its noise from seed s), ``(S,)``."""
-    generators = [torch.Generator(device=stack.device).manual_seed(s) for s in stack.seeds]
+    """The negative ELBO per observation of ``data`` for every seed at once, ``(S,)``: one sample
+    per group, the noise of seed s's validation stream (the same in every pass)."""
     total, n_obs = torch.zeros(len(stack.seeds), dtype=torch.float64, device=stack.device), 0
-    for batch in GroupBatchLoader(data, batch_size, shuffle=False, bucket=False):
+    for i, batch in enumerate(GroupBatchLoader(data, batch_size, shuffle=False, bucket=False)):
         x, mask = _stack(batch, len(stack.seeds))
-        out = stack.losses(x, mask, stack.draw_noise(mask, with_critic=False, generators=generators), with_critic=False)
+        out = stack.losses(x, mask, stack.draw_noise(mask, i, with_critic=False, phase=VALID), with_critic=False)
         total -= out["elbo_sum"].double()
         n_obs += batch.n_observations
     return total / n_obs
@@ -248,13 +313,15 @@ def train(cfg: RunConfig, splits: Optional[Dict[str, GroupedData]] = None, progr
 
 
 def train_seeds(cfg: RunConfig, seeds: Sequence[int], splits: Optional[Dict[str, GroupedData]] = None,
-                progress: bool = True) -> List[TrainResult]:
+                progress: bool = True, cuda_graphs: bool = False) -> List[TrainResult]:
     """Train one model per seed of ``seeds`` at once (a :class:`SeedStack`), each exactly as
     :func:`train` would train it alone; ``cfg.seed`` is ignored.
 
     All seeds visit the training groups in the same order (``cfg.train.shuffle_seed``), so every
     step holds one batch for all of them. Returns one :class:`TrainResult` per seed, in the order
     of ``seeds``; their ``seconds`` is the shared wall time divided by the number of seeds.
+    ``cuda_graphs`` (CUDA only): replay the step from CUDA graphs (:class:`GraphedStep`), with
+    batches padded to a multiple of 8 positions so that there are few shapes to capture.
     """
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
@@ -264,16 +331,15 @@ def train_seeds(cfg: RunConfig, seeds: Sequence[int], splits: Optional[Dict[str,
     train_data = splits["train"]
     GroupVAE(cfg.model).check_batch(train_data)
     tc = cfg.train
+    if cuda_graphs and device.type != "cuda":
+        raise ConfigError(f"cuda_graphs needs a CUDA device; this run is on {device}")
     stack = SeedStack(cfg.model, seeds, device)
     data_on_device = train_data.to(device)
-    loader = GroupBatchLoader(data_on_device, tc.batch_size, shuffle=True, bucket=True,
+    loader = GroupBatchLoader(data_on_device, tc.batch_size, shuffle=True, bucket=True, k_multiple=8 if cuda_graphs else 1,
                               drop_last=train_data.n_groups >= 2 * tc.batch_size, seed=tc.shuffle_seed)
     total_steps = max(1, tc.epochs * len(loader))
-    schedule = lambda step: tc.lr_decay_to + (1 - tc.lr_decay_to) * 0.5 * (1 + math.cos(math.pi * step / total_steps))  # noqa: E731
-    opt = torch.optim.Adam(stack.vae_params, lr=tc.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-    critic_opt = torch.optim.Adam(stack.critic_params, lr=tc.critic_lr) if stack.critic_params else None
-    critic_sched = torch.optim.lr_scheduler.LambdaLR(critic_opt, schedule) if critic_opt else None
+    opt, critic_opt, schedulers = make_optimisers(stack, tc, total_steps, cuda_graphs)
+    train_step_fn = make_step(stack, opt, critic_opt, tc, cuda_graphs)
 
     histories = [[] for _ in seeds]
     start = time.perf_counter()
@@ -285,11 +351,9 @@ def train_seeds(cfg: RunConfig, seeds: Sequence[int], splits: Optional[Dict[str,
         sum_mi = torch.zeros(len(seeds), device=device)
         n_batches = 0
         for batch in loader:
-            x, mask = _stack(batch, len(seeds))
-            out = stack_step(stack, x, mask, opt, critic_opt, tc)
-            sched.step()
-            if critic_sched is not None:
-                critic_sched.step()
+            out = train_step_fn(batch, step)
+            for scheduler in schedulers:
+                scheduler.step()
             sum_loss += out["neg_elbo"].detach()
             sum_mi += out["mi"].detach()
             n_batches += 1

@@ -53,9 +53,10 @@ def jobs(out, block: int = 100, n_seeds: int = 100, presets=None):
     return [(preset, lo, hi) for _, _, preset, lo, hi in sorted(found, key=tier)]
 
 
-def sweep_command(preset, lo, hi, out, scale="paper", device="cuda"):
+def sweep_command(preset, lo, hi, out, scale="paper", device="cuda", cuda_graphs=False):
     return ["--presets", preset, "--seeds", f"{lo}-{hi}", "--scale", scale, "--out", out,
-            "--stack", str(hi - lo + 1), "--score-together", "--device", device, "--quiet"]
+            "--stack", str(hi - lo + 1), "--score-together", "--device", device, "--quiet",
+            *(["--cuda-graphs"] if cuda_graphs else [])]
 
 
 def run(args) -> None:
@@ -70,7 +71,7 @@ def run(args) -> None:
                 del running[key]
         while queue and len(running) < args.workers:
             preset, lo, hi = queue.pop(0)
-            cmd = sweep_command(preset, lo, hi, args.out, args.scale, args.device)
+            cmd = sweep_command(preset, lo, hi, args.out, args.scale, args.device, args.cuda_graphs)
             line = "cxvae sweep " + " ".join(cmd)
             log = open(logs / f"{preset}-{lo}-{hi}.log", "w")
             running[(preset, lo, hi)] = subprocess.Popen(
@@ -120,6 +121,8 @@ if __name__ == "__main__":
     parser.add_argument("--scale", default="paper", help="(smoke: to try the driver on a CPU)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--max-jobs", type=int, default=None)
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="train with the step replayed from CUDA graphs (check it first: scripts/gpu_check.sh)")
     parser.add_argument("--presets", type=lambda text: text.split(","), default=None,
                         help="only these presets (comma-separated), e.g. the ones a 15-minute lease can finish")
     args = parser.parse_args()

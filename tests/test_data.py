@@ -182,6 +182,23 @@ def test_loader_drop_last_and_reshuffles_each_epoch():
         GroupBatchLoader(d, 0)
 
 
+def test_loader_pads_batches_to_a_multiple_of_k_multiple_and_keeps_the_groups():
+    """k_multiple=8: the same batches of the same groups, each padded to a multiple of 8
+    positions (or to the data's own width, when that is less), so few shapes occur."""
+    d = generate_exam_scores(300, seed=14)
+    plain = list(GroupBatchLoader(d, 32, seed=2))
+    padded = list(GroupBatchLoader(d, 32, seed=2, k_multiple=8))
+    assert [b.group_ids.tolist() for b in padded] == [b.group_ids.tolist() for b in plain]
+    for p, b in zip(padded, plain):
+        k = p.x.shape[1]
+        assert k % 8 == 0 or k == d.x.shape[1]
+        assert b.x.shape[1] <= k < b.x.shape[1] + 8
+        assert torch.equal(p.x[:, :b.x.shape[1]], b.x) and not p.mask[:, b.x.shape[1]:].any()
+    assert len({p.x.shape for p in padded}) < len({b.x.shape for b in plain})
+    with pytest.raises(DataError, match="k_multiple"):
+        GroupBatchLoader(d, 32, k_multiple=0)
+
+
 def _padded_fraction(loader):
     """Share of the padded positions in all batches of one epoch."""
     cells = real = 0

@@ -124,6 +124,20 @@ def test_summary_intervals_and_verdicts_on_known_data():
     assert verdicts[("same", "translation_mse")] == "overlap"
 
 
+def test_a_presets_interval_depends_on_its_own_runs_only():
+    """Adding seeds of another preset, or reordering the rows, leaves a preset's interval exactly
+    where it was (each interval has its own resampling stream)."""
+    rng = np.random.default_rng(1)
+    table = lambda preset, n: pd.DataFrame([dict(preset=preset, seed=s, **{m: rng.standard_normal() for m in METRICS})  # noqa: E731
+                                            for s in range(n)])
+    a, b = table("a", 12), table("b", 20)
+    alone = runner.summarise(a, n_boot=300).set_index(["preset", "metric"])
+    beside = runner.summarise(pd.concat([table("c", 7), b, a]), n_boot=300).set_index(["preset", "metric"])
+    pd.testing.assert_frame_equal(beside.loc["a"], alone.loc["a"])
+    fewer_b = runner.summarise(pd.concat([a, b.iloc[:5]]), n_boot=300).set_index(["preset", "metric"])
+    pd.testing.assert_frame_equal(fewer_b.loc["a"], alone.loc["a"])
+
+
 def test_cli_sweep_oracle_summary_and_evaluate_at_smoke_scale(tmp_path, capsys):
     """Every runner command works once at its smallest scale and prints what it promises."""
     out = tmp_path / "study"
