@@ -6,13 +6,13 @@ import torch
 from scipy import stats
 
 from cxvae.data import generate_exam_scores
-from cxvae.noise import TRAIN, VALID, step_noise, threefry2x32, to_normal, to_uniform
+from cxvae.noise import TRAIN, VALID, step_noise, threefry2x32, to_normal, to_uniform, word
 
 M = 0xFFFFFFFF
 
 
 def _word(value):
-    return torch.tensor(value - (1 << 32) if value >= 1 << 31 else value, dtype=torch.int32)
+    return torch.tensor(word(value), dtype=torch.int32)
 
 
 @pytest.mark.parametrize("counter, key, expected", [
@@ -96,8 +96,6 @@ def test_the_gpu_draws_the_same_noise_as_the_cpu():
 
 def test_a_step_given_as_a_device_word_draws_what_the_integer_step_draws():
     """Inside a CUDA graph the step is read from a tensor; it must draw the same numbers."""
-    from cxvae.noise import word
-
     mask = generate_exam_scores(8, seed=0).mask
     as_int = step_noise([4], 3_000_000_000, mask, 2, 1, pairs=True)
     as_tensor = step_noise([4], torch.tensor(word(3_000_000_000), dtype=torch.int32), mask, 2, 1, pairs=True)
