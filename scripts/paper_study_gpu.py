@@ -8,12 +8,14 @@ writing into one study folder (the runner locks runs.csv and config.json).
     python3 scripts/paper_study_gpu.py run   --out results/paper             # the job queue
     python3 scripts/paper_study_gpu.py watch --out results/paper --seconds 540 --pack DIR
 
-`watch` packs the folder's tables and curves (not the models) into DIR/paper.tgz every 30 s and
+`watch` packs the folder's tables and curves (not the models) into DIR/paper.tgz every 30 s (--every) and
 when it stops, so a session cut off at any moment keeps what was finished.
 
 Measured on an H200 (results/BENCHMARKS.md): 12 workers with blocks of 30 kept the GPU 100 %
 busy but finished only the three cheaper baselines in 12 minutes; one process with a stack of
 100 trains 100 CxVAE seeds in about 5.4 minutes. Hence the defaults: one worker, blocks of 100.
+With --cuda-graphs, a block whose graphed sweep fails is queued again, first, without graphs.
+--presets runs the given presets in the given order (each block index before the next).
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ def jobs(out, block: int = 100, n_seeds: int = 100, presets=None):
     runs = Path(out) / "runs.csv"
     done = set(zip(*pd.read_csv(runs)[["preset", "seed"]].values.T)) if runs.exists() else set()
     found = []
-    for order, preset in enumerate(p for p in FIGURE4 + ABLATIONS if not presets or p in presets):
+    for order, preset in enumerate(presets or FIGURE4 + ABLATIONS):  # --presets: in the order given
         pending = [s for s in range(n_seeds) if (preset, s) not in done]
         runs_of = []  # consecutive runs of pending seeds, cut into blocks
         for s in pending:
@@ -49,7 +51,7 @@ def jobs(out, block: int = 100, n_seeds: int = 100, presets=None):
             else:
                 runs_of.append([s])
         found += [(index, order, preset, r[0], r[-1]) for index, r in enumerate(runs_of)]
-    tier = lambda job: (job[2] in ABLATIONS, job[0], job[1])  # noqa: E731
+    tier = lambda job: (not presets and job[2] in ABLATIONS, job[0], job[1])  # noqa: E731
     return [(preset, lo, hi) for _, _, preset, lo, hi in sorted(found, key=tier)]
 
 
@@ -62,22 +64,26 @@ def sweep_command(preset, lo, hi, out, scale="paper", device="cuda", cuda_graphs
 def run(args) -> None:
     logs = Path(args.out) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    queue, running = jobs(args.out, args.block, presets=args.presets)[: args.max_jobs], {}
+    queue = [(*job, args.cuda_graphs) for job in jobs(args.out, args.block, presets=args.presets)[: args.max_jobs]]
+    running = {}
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", PYTHONPATH=os.getcwd())
     while queue or running:
         for key, proc in list(running.items()):
             if proc.poll() is not None:
                 print(f"{time.strftime('%H:%M:%S')} done {key} rc={proc.returncode}", flush=True)
                 del running[key]
+                if proc.returncode != 0 and key[3]:  # the graphed step failed: redo the block eagerly
+                    print(f"{time.strftime('%H:%M:%S')} requeue {key[:3]} without CUDA graphs", flush=True)
+                    queue.insert(0, (*key[:3], False))
         while queue and len(running) < args.workers:
-            preset, lo, hi = queue.pop(0)
-            cmd = sweep_command(preset, lo, hi, args.out, args.scale, args.device, args.cuda_graphs)
+            preset, lo, hi, graphs = key = queue.pop(0)
+            cmd = sweep_command(preset, lo, hi, args.out, args.scale, args.device, graphs)
             line = "cxvae sweep " + " ".join(cmd)
-            log = open(logs / f"{preset}-{lo}-{hi}.log", "w")
-            running[(preset, lo, hi)] = subprocess.Popen(
+            log = open(logs / f"{preset}-{lo}-{hi}{'-graphs' if graphs else ''}.log", "w")
+            running[key] = subprocess.Popen(
                 [sys.executable, "-c", "import sys; from cxvae.cli import main; sys.exit(main(sys.argv[1:]))",
                  "sweep", *cmd, "--command-line", line], stdout=log, stderr=subprocess.STDOUT, env=env)
-            print(f"{time.strftime('%H:%M:%S')} start {preset} {lo}-{hi}", flush=True)
+            print(f"{time.strftime('%H:%M:%S')} start {preset} {lo}-{hi}{' (CUDA graphs)' if graphs else ''}", flush=True)
         time.sleep(2)
     print("all jobs finished", flush=True)
 
@@ -96,7 +102,7 @@ def watch(args) -> None:
     start, last = time.time(), 0.0
     while time.time() - start < args.seconds:
         time.sleep(5)
-        if time.time() - last >= 30:
+        if time.time() - last >= args.every:
             pack(out, dest)
             last = time.time()
             n = sum(1 for _ in open(out / "runs.csv")) - 1 if (out / "runs.csv").exists() else 0
@@ -118,6 +124,7 @@ if __name__ == "__main__":
     parser.add_argument("--block", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=540)
     parser.add_argument("--pack", default=".")
+    parser.add_argument("--every", type=float, default=30, help="watch: seconds between packs")
     parser.add_argument("--scale", default="paper", help="(smoke: to try the driver on a CPU)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--max-jobs", type=int, default=None)

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# A whole GPU lease for the paper study, in at most two device calls (no pip on the device):
+#   PHASE=start WATCH=540 bash scripts/gpu_lease.sh   # check CUDA graphs, start the study, watch it
+#   PHASE=watch WATCH=150 bash scripts/gpu_lease.sh   # the next call, while the machine is warm
+# `start` runs the CUDA-graph tests; if they pass the study trains with --cuda-graphs (a block
+# whose graphed sweep fails is redone eagerly). The study runs in its own session (setsid), so it
+# keeps going between two calls; `watch` packs its tables and curves into $OUT/paper.tgz every 20 s.
+# If the study finishes with time to spare, the throughput of both steps is benched.
+# Then, here: merge runs/gpu (from paper.tgz) into results/paper.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+DEST=${OUT:-/tmp/gpu_lease_out}
+STUDY=runs/gpu
+ORDER=${ORDER:-cxvae,ml-vae-corrected,cxvae-none,cxvae-nemeth,cxvae-average,cxvae-product,cxvae-product-corrected,cxvae-unconditional}
+T0=$SECONDS
+mkdir -p "$DEST" "$STUDY"
+if [ "${PHASE:-start}" = start ]; then
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  cp results/paper/runs.csv results/paper/config.json "$STUDY"/
+  GRAPHS=""
+  if timeout 240 $PY -m pytest -q -x -p no:cacheprovider tests/test_seed_stack.py tests/test_noise.py \
+      -k "cuda_graphs_trains or gpu_computes or gpu_draws" -rs 2>&1 | tee "$DEST/check.log"; then
+    GRAPHS="--cuda-graphs"
+  fi
+  echo ">> study: ${GRAPHS:-eager} after $((SECONDS - T0)) s"
+  setsid nohup $PY scripts/paper_study_gpu.py run --out "$STUDY" --workers "${WORKERS:-2}" --presets "$ORDER" \
+    $GRAPHS >"$STUDY/driver.log" 2>&1 </dev/null &
+fi
+LEFT=$(( ${WATCH:-540} - (SECONDS - T0) ))
+$PY scripts/paper_study_gpu.py watch --out "$STUDY" --seconds "$LEFT" --every 20 --pack "$DEST"
+cat "$STUDY/driver.log"
+if grep -q "all jobs finished" "$STUDY/driver.log" && [ $(( ${WATCH:-540} - (SECONDS - T0) )) -gt 100 ]; then
+  for flag in --cuda-graphs ""; do
+    timeout $(( (${WATCH:-540} - (SECONDS - T0)) / 2 )) $PY -m cxvae.cli bench --presets cxvae,ml-vae --stacks 1,100 \
+      --steps 20 --device cuda $flag 2>&1 | tee -a "$DEST/bench.log"
+  done
+fi
