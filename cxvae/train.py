@@ -335,6 +335,7 @@ def train_seeds(cfg: RunConfig, seeds: Sequence[int], splits: Optional[Dict[str,
         raise ConfigError(f"cuda_graphs needs a CUDA device; this run is on {device}")
     stack = SeedStack(cfg.model, seeds, device)
     data_on_device = train_data.to(device)
+    valid_data = splits["valid"].to(device) if "valid" in splits else None  # splits may be on the CPU
     loader = GroupBatchLoader(data_on_device, tc.batch_size, shuffle=True, bucket=True, k_multiple=8 if cuda_graphs else 1,
                               drop_last=train_data.n_groups >= 2 * tc.batch_size, seed=tc.shuffle_seed)
     total_steps = max(1, tc.epochs * len(loader))
@@ -368,7 +369,7 @@ def train_seeds(cfg: RunConfig, seeds: Sequence[int], splits: Optional[Dict[str,
             raise TrainingDiverged(
                 f"{cfg.preset} (seed {', '.join(map(str, bad))}) diverged in epoch {epoch}: the training loss is "
                 f"not finite. Try a smaller learning rate (now lr={tc.lr}) or a smaller reg_weight (now {tc.reg_weight}).")
-        valid = (_valid_neg_elbo(stack, splits["valid"]).tolist() if "valid" in splits
+        valid = (_valid_neg_elbo(stack, valid_data).tolist() if valid_data is not None
                  else [float("nan")] * len(seeds))
         train_mi = (sum_mi / max(n_batches, 1)).tolist()
         for i in range(len(seeds)):
