@@ -1,5 +1,5 @@
 """The ``cxvae`` command line: ``cxvae train``, ``cxvae evaluate``, ``cxvae sweep``, ``cxvae oracle``,
-``cxvae summary``, ``cxvae gap``, ``cxvae strength`` and ``cxvae bench``.
+``cxvae summary``, ``cxvae gap``, ``cxvae strength``, ``cxvae bench`` and ``cxvae merge``.
 
 Run ``cxvae COMMAND --help`` for the options of each command.
 """
@@ -116,6 +116,17 @@ def _cmd_gap(args) -> int:
     return 0
 
 
+def _cmd_merge(args) -> int:
+    from .runner import format_seeds, merge_study
+
+    added = merge_study(args.src, args.into)
+    if added.empty:
+        print(f"nothing to merge: {args.into} already has every run of {args.src}")
+    for preset, seeds in added.groupby("preset", sort=False).seed:
+        print(f"{preset}: seeds {format_seeds(seeds)} added to {args.into}")
+    return 0
+
+
 def _cmd_strength(args) -> int:
     from .runner import parse_seeds
     from .strength import strength_study, summarise_strength
@@ -218,6 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also time scoring per run, one run alone and a stack of runs together")
     p.add_argument("--cuda-graphs", action="store_true", help="time the training step replayed from CUDA graphs")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("merge", help="bring the finished runs of a copy of a study folder back into it")
+    p.add_argument("src", help="the copy, extended elsewhere (e.g. unpacked from a GPU machine)")
+    p.add_argument("--into", required=True, help="the study folder, e.g. results/paper")
+    p.set_defaults(func=_cmd_merge)
 
     p = sub.add_parser("summary", help="print the median [95% interval] table of a study folder")
     p.add_argument("--out", default="results/sweep")

@@ -21,6 +21,8 @@ import fcntl
 import json
 import os
 import platform
+import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -41,7 +43,7 @@ from .oracle import ExamScoresOracle
 from .train import make_splits, resolve_device, save_checkpoint, train_seeds
 
 __all__ = ["parse_seeds", "format_seeds", "provenance", "append_row", "score", "sweep", "run_oracle", "summarise",
-           "compare_to", "read_study", "study_command", "load_or_run", "probe_config"]
+           "compare_to", "read_study", "study_command", "load_or_run", "probe_config", "merge_study"]
 
 RUNS_CSV, ORACLE_CSV, CONFIG_JSON = "runs.csv", "oracle.csv", "config.json"
 
@@ -79,7 +81,9 @@ def format_seeds(seeds: Iterable[int]) -> str:
 
 def _git_commit() -> str:
     if os.environ.get("CXVAE_GIT_COMMIT"):  # a copy of the tree without its .git (e.g. on a lent GPU machine)
-        return os.environ["CXVAE_GIT_COMMIT"]
+        given = os.environ["CXVAE_GIT_COMMIT"].strip()
+        full_hash = len(given) > 12 and all(c in "0123456789abcdef" for c in given.lower())
+        return given[:12] if full_hash else given  # the length git rev-parse --short=12 gives
     try:
         out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
                              cwd=Path(__file__).resolve().parent, timeout=10)
@@ -274,6 +278,84 @@ def run_oracle(scale: str = "smoke", out="results/sweep", noise_std: Optional[fl
                **provenance(torch.device("cpu")))
     pd.DataFrame([row]).to_csv(out / ORACLE_CSV, index=False)
     return metrics
+
+
+def _sweep_pairs(command: str) -> Optional[set]:
+    """The (preset, seed) pairs a recorded ``cxvae sweep`` command makes; None for other commands."""
+    words = shlex.split(command)
+    if words[:2] != ["cxvae", "sweep"] or "--presets" not in words or "--seeds" not in words:
+        return None
+    presets = words[words.index("--presets") + 1].split(",")
+    return {(p, s) for p in presets for s in parse_seeds(words[words.index("--seeds") + 1])}
+
+
+def _with_out(command: str, out: str) -> str:
+    words = shlex.split(command)
+    if "--out" in words:
+        words[words.index("--out") + 1] = out
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def merge_study(src, dest) -> pd.DataFrame:
+    """Bring the finished runs of study folder ``src`` into ``dest`` and return the rows added.
+
+    ``src`` is a copy of ``dest`` that sweeps extended elsewhere (on a lent GPU, say, whose tables
+    and curves come back packed). Rows of ``src/runs.csv`` whose (preset, seed) ``dest`` lacks are
+    appended exactly as written there, and ``dest``'s own rows stay byte for byte; their curves
+    (``histories/``) and models (``models/``, where ``src`` has them) are copied. Each recorded
+    ``cxvae sweep`` command of ``src`` whose runs are now all in ``dest`` is added to
+    ``dest/config.json`` with its ``--out`` naming ``dest``; a command cut off before its last
+    block finished is left out. Refuses (:class:`ConfigError`) when the folders' tables have other
+    columns or a preset is configured differently (its device aside), and when an added run has
+    no curve.
+    """
+    src, dest = Path(src), Path(dest)
+    for folder in (src, dest):
+        if not (folder / RUNS_CSV).exists():
+            raise FileNotFoundError(f"{folder / RUNS_CSV} does not exist")
+    src_lines = (src / RUNS_CSV).read_text().splitlines()
+    with _locked(dest / RUNS_CSV):
+        dest_text = (dest / RUNS_CSV).read_text()
+        if src_lines[0] != dest_text.splitlines()[0]:
+            raise ConfigError(f"{src / RUNS_CSV} and {dest / RUNS_CSV} have different columns")
+        have = _finished(dest / RUNS_CSV)
+        rows = pd.read_csv(src / RUNS_CSV)
+        new = [i for i, key in enumerate(zip(rows.preset, rows.seed)) if (key[0], int(key[1])) not in have]
+        added = rows.iloc[new]
+        src_config = json.loads((src / CONFIG_JSON).read_text()) if (src / CONFIG_JSON).exists() else {}
+        dest_config = json.loads((dest / CONFIG_JSON).read_text()) if (dest / CONFIG_JSON).exists() else {}
+        for name in set(added.preset):
+            theirs, ours = src_config.get("presets", {}).get(name), dest_config.get("presets", {}).get(name)
+            differ = [section for section in ("data", "train", "model", "eval")
+                      if theirs is None or ours is None or theirs[section] != ours[section]]
+            if differ:
+                raise ConfigError(f"{name!r} is configured differently in {src} and {dest} ({', '.join(differ)}); "
+                                  "merge only a copy of the same study")
+        missing = [f"{p}-{s}" for p, s in zip(added.preset, added.seed) if not (src / "histories" / f"{p}-{s}.csv").exists()]
+        if missing:
+            raise ConfigError(f"{src / 'histories'} lacks the curves of {', '.join(missing[:5])}"
+                              f"{' ...' if len(missing) > 5 else ''}")
+        for sub in ("histories", "models"):
+            (dest / sub).mkdir(exist_ok=True)
+        for p, s in zip(added.preset, added.seed):
+            shutil.copy2(src / "histories" / f"{p}-{s}.csv", dest / "histories" / f"{p}-{s}.csv")
+            if (src / "models" / f"{p}-{s}.pt").exists():
+                shutil.copy2(src / "models" / f"{p}-{s}.pt", dest / "models" / f"{p}-{s}.pt")
+        tail = "" if dest_text.endswith("\n") or not dest_text else "\n"
+        tmp = (dest / RUNS_CSV).with_name(RUNS_CSV + ".tmp")
+        tmp.write_text(dest_text + tail + "".join(src_lines[i + 1] + "\n" for i in new))
+        os.replace(tmp, dest / RUNS_CSV)
+        done = have | {(p, int(s)) for p, s in zip(added.preset, added.seed)}
+        commands = dest_config.setdefault("commands", [])
+        for command in [c for c in src_config.get("commands", []) if c not in commands]:  # new ones only
+            pairs = _sweep_pairs(command)
+            if pairs and pairs <= done:
+                command = _with_out(command, str(dest))
+                if command not in commands:
+                    commands.append(command)
+        if dest_config:
+            (dest / CONFIG_JSON).write_text(json.dumps(dest_config, indent=2, sort_keys=True) + "\n")
+    return added.reset_index(drop=True)
 
 
 def read_study(folder) -> Dict[str, object]:

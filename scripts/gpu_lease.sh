@@ -6,7 +6,8 @@
 # whose graphed sweep fails is redone eagerly). The study runs in its own session (setsid), so it
 # keeps going between two calls; `watch` packs its tables and curves into $OUT/paper.tgz every 20 s.
 # If the study finishes with time to spare, the throughput of both steps is benched.
-# Then, here: merge runs/gpu (from paper.tgz) into results/paper.
+# Then, here: mkdir -p runs/gpu && tar xzf <files_at>/paper.tgz -C runs/gpu &&
+#   .venv/bin/cxvae merge runs/gpu --into results/paper
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1

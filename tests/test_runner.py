@@ -195,3 +195,67 @@ def test_cli_bench_prints_throughput(capsys):
     assert t["groups_per_s"] > 0 and t["observations_per_s"] > t["groups_per_s"]
     t3 = training_throughput("gvae", scale="smoke", device="cpu", steps=2, warmup=1, n_seeds=3)
     assert t3["seconds_per_step"] > 0 and t3["observations_per_s"] > t3["groups_per_s"]
+
+
+def _copy_extended_elsewhere(tmp_path):
+    """A study folder ``dest`` with ML-VAE seed 0, and ``src``: a copy of it that a sweep on another
+    machine extended by seeds 1-2 (its pandas writing floats with other digits), plus a command
+    for seeds 3-4 that was cut off before any of its runs finished."""
+    src, dest = tmp_path / "copy", tmp_path / "study"
+    runner.sweep(["ml-vae"], [0, 1, 2], scale="smoke", device="cpu", out=src, progress=False, overrides=TINY,
+                 command="cxvae sweep --presets ml-vae --seeds 1-2 --scale smoke --out copy --stack 2")
+    lines = (src / "runs.csv").read_text().splitlines()
+    dest.mkdir()
+    (dest / "runs.csv").write_text("\n".join(lines[:2]) + "\n")  # seed 0, as dest wrote it
+    config = json.loads((src / "config.json").read_text())
+    (dest / "config.json").write_text(json.dumps(dict(config, commands=["cxvae sweep --presets ml-vae --seeds 0"])))
+    config["commands"].append("cxvae sweep --presets ml-vae --seeds 3-4 --scale smoke --out copy")
+    (src / "config.json").write_text(json.dumps(config))
+    pd.read_csv(src / "runs.csv").to_csv(src / "runs.csv", index=False, float_format="%.10g")
+    return src, dest
+
+
+def test_merge_study_appends_new_runs_and_finished_commands_only(tmp_path, capsys):
+    """New rows are appended as the copy wrote them, the folder's own rows stay byte for byte, the
+    curves come along, and only commands whose runs all arrived are recorded, naming the folder."""
+    src, dest = _copy_extended_elsewhere(tmp_path)
+    before = (dest / "runs.csv").read_text()
+    added = runner.merge_study(src, dest)
+    assert list(zip(added.preset, added.seed)) == [("ml-vae", 1), ("ml-vae", 2)]
+    after = (dest / "runs.csv").read_text()
+    assert after.startswith(before)
+    assert after[len(before):].splitlines() == (src / "runs.csv").read_text().splitlines()[2:]
+    assert sorted(p.name for p in (dest / "histories").iterdir()) == ["ml-vae-1.csv", "ml-vae-2.csv"]
+    assert sorted(p.name for p in (dest / "models").iterdir()) == ["ml-vae-1.pt", "ml-vae-2.pt"]
+    commands = json.loads((dest / "config.json").read_text())["commands"]
+    assert commands == ["cxvae sweep --presets ml-vae --seeds 0",
+                        f"cxvae sweep --presets ml-vae --seeds 1-2 --scale smoke --out {dest} --stack 2"]
+    config_after = (dest / "config.json").read_text()
+    assert runner.merge_study(src, dest).empty  # a second merge changes nothing
+    assert (dest / "runs.csv").read_text() == after and (dest / "config.json").read_text() == config_after
+    assert main(["merge", str(src), "--into", str(dest)]) == 0
+    assert "nothing to merge" in capsys.readouterr().out
+
+
+def test_merge_study_refuses_other_configurations_and_runs_without_curves(tmp_path, capsys):
+    """A copy whose preset is configured differently, or whose new run has no curve, is refused
+    with a one-line error, and the folder is left as it was."""
+    src, dest = _copy_extended_elsewhere(tmp_path)
+    before = (dest / "runs.csv").read_text()
+    (src / "histories" / "ml-vae-2.csv").unlink()
+    with pytest.raises(ConfigError, match="lacks the curves of ml-vae-2"):
+        runner.merge_study(src, dest)
+    config = json.loads((src / "config.json").read_text())
+    config["presets"]["ml-vae"]["train"]["lr"] *= 2
+    (src / "config.json").write_text(json.dumps(config))
+    assert main(["merge", str(src), "--into", str(dest)]) == 2
+    assert "configured differently" in capsys.readouterr().err
+    assert (dest / "runs.csv").read_text() == before
+
+
+def test_a_full_commit_hash_from_the_environment_is_shortened_like_git_does(monkeypatch):
+    """CXVAE_GIT_COMMIT (a tree copied without .git) is recorded with git's 12 characters."""
+    monkeypatch.setenv("CXVAE_GIT_COMMIT", "7664528202dac673de5f4286d173b3ebc55e8737")
+    assert runner._git_commit() == "7664528202da"
+    monkeypatch.setenv("CXVAE_GIT_COMMIT", "7664528-dirty")
+    assert runner._git_commit() == "7664528-dirty"
