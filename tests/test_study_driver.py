@@ -1,0 +1,49 @@
+"""scripts/paper_study_gpu.py, the driver that extends the paper study on a lent GPU: which blocks
+it queues, and that a block whose CUDA-graph sweep fails is redone with eager steps."""
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "paper_study_gpu.py"
+spec = importlib.util.spec_from_file_location("paper_study_gpu", SCRIPT)
+driver = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(driver)
+
+
+def _runs(tmp_path, done):
+    pd.DataFrame(done, columns=["preset", "seed"]).to_csv(tmp_path / "runs.csv", index=False)
+    return tmp_path
+
+
+def test_jobs_are_the_pending_seeds_in_blocks_figure_4_first(tmp_path):
+    """Pending seeds are cut into consecutive blocks of at most --block; by default Figure 4's
+    models come before the ablations, each block index before the next."""
+    out = _runs(tmp_path, [("cxvae", s) for s in range(0, 40)] + [("cxvae", 45)] + [("ml-vae", s) for s in range(100)]
+                + [("gvae", s) for s in range(100)] + [("gvae-ad", s) for s in range(100)])
+    jobs = driver.jobs(out, block=30, n_seeds=100)
+    assert jobs[:4] == [("cxvae", 40, 44), ("cxvae", 46, 75), ("cxvae", 76, 99), ("cxvae-unconditional", 0, 29)]
+    assert ("cxvae-unconditional", 30, 59) in jobs and jobs.index(("cxvae-unconditional", 30, 59)) > jobs.index(
+        ("cxvae-product-corrected", 0, 29))
+
+
+def test_jobs_follow_the_order_of_presets_given(tmp_path):
+    """--presets runs only those presets, in the order given (the cheapest first, say)."""
+    out = _runs(tmp_path, [("cxvae", s) for s in range(100)])
+    assert driver.jobs(out, presets=["cxvae-none", "cxvae", "ml-vae-corrected"]) == [
+        ("cxvae-none", 0, 99), ("ml-vae-corrected", 0, 99)]
+
+
+def test_a_failed_cuda_graph_block_is_redone_eagerly(tmp_path):
+    """On a CPU a CUDA-graph sweep stops with an error; the driver queues the block again without
+    graphs, and its runs are made."""
+    out = tmp_path / "study"
+    log = subprocess.run([sys.executable, str(SCRIPT), "run", "--out", str(out), "--scale", "smoke", "--device", "cpu",
+                          "--presets", "ml-vae", "--block", "1", "--max-jobs", "1", "--cuda-graphs"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600).stdout
+    assert "requeue ('ml-vae', 0, 0) without CUDA graphs" in log and "all jobs finished" in log
+    assert "cuda_graphs needs a CUDA device" in (out / "logs" / "ml-vae-0-0-graphs.log").read_text()
+    assert list(pd.read_csv(out / "runs.csv").seed) == [0]
