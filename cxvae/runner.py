@@ -165,6 +165,14 @@ def _write_config(out: Path, configs: Dict[str, RunConfig], command: str) -> Non
         _merge_config(path, out, resolved, command)
 
 
+def _config_differences(before: Dict, now: Dict) -> List[str]:
+    """How a preset's resolved configuration ``now`` differs from ``before`` (its data, training,
+    model and evaluation settings; the device may differ): ``['train.lr: 0.001 there, 0.002 now']``."""
+    return [f"{section}.{key}: {before.get(section, {}).get(key, 'missing')!r} there, {value!r} now"
+            for section in ("data", "train", "model", "eval") for key, value in now[section].items()
+            if before.get(section, {}).get(key, "missing") != value]
+
+
 def _merge_config(path: Path, out: Path, resolved: Dict, command: str) -> None:
     if path.exists():
         old = json.loads(path.read_text())
@@ -172,9 +180,7 @@ def _merge_config(path: Path, out: Path, resolved: Dict, command: str) -> None:
             before = old.get("presets", {}).get(name)
             if before is None:
                 continue
-            differ = [f"{section}.{key}: {before.get(section, {}).get(key, 'missing')!r} there, {value!r} now"
-                      for section in ("data", "train", "model", "eval") for key, value in c[section].items()
-                      if before.get(section, {}).get(key, "missing") != value]
+            differ = _config_differences(before, c)
             if differ:
                 raise ConfigError(f"{out} already holds {name!r} runs with a different configuration "
                                   f"({'; '.join(differ)}); use another --out folder")
@@ -326,10 +332,9 @@ def merge_study(src, dest) -> pd.DataFrame:
         dest_config = json.loads((dest / CONFIG_JSON).read_text()) if (dest / CONFIG_JSON).exists() else {}
         for name in set(added.preset):
             theirs, ours = src_config.get("presets", {}).get(name), dest_config.get("presets", {}).get(name)
-            differ = [section for section in ("data", "train", "model", "eval")
-                      if theirs is None or ours is None or theirs[section] != ours[section]]
+            differ = ["missing from one of them"] if theirs is None or ours is None else _config_differences(ours, theirs)
             if differ:
-                raise ConfigError(f"{name!r} is configured differently in {src} and {dest} ({', '.join(differ)}); "
+                raise ConfigError(f"{name!r} is configured differently in {src} and {dest} ({'; '.join(differ)}); "
                                   "merge only a copy of the same study")
         missing = [f"{p}-{s}" for p, s in zip(added.preset, added.seed) if not (src / "histories" / f"{p}-{s}.csv").exists()]
         if missing:

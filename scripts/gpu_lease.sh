@@ -12,7 +12,7 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
-DEST=${OUT:-/tmp/gpu_lease_out}
+DEST=${OUT:-runs/gpu_out}  # $OUT on the device machine
 STUDY=runs/gpu
 ORDER=${ORDER:-cxvae,ml-vae-corrected,cxvae-none,cxvae-nemeth,cxvae-average,cxvae-product,cxvae-product-corrected,cxvae-unconditional}
 T0=$SECONDS
