@@ -16,6 +16,9 @@ busy but finished only the three cheaper baselines in 12 minutes; one process wi
 100 trains 100 CxVAE seeds in about 5.4 minutes. Hence the defaults: one worker, blocks of 100.
 With --cuda-graphs, a block whose graphed sweep fails is queued again, first, without graphs.
 --presets runs the given presets in the given order (each block index before the next).
+On a CPU (--device cpu) every worker gets one thread; on 2 cores, two one-thread sweeps of 10
+seeds side by side made 1.3 to 1.5 times as many runs an hour as one two-thread sweep
+(results/BENCHMARKS.md), which is what --block 10 --workers 2 runs.
 """
 from __future__ import annotations
 
