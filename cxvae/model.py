@@ -342,10 +342,12 @@ class GroupVAE(nn.Module):
                 with_critic: bool = True) -> Dict[str, torch.Tensor]:
         """The training losses of groups ``x (B, K, x_dim)``, ``mask (B, K)``, per observation.
 
-        ``vae_loss = -ELBO / n_obs + reg_weight * I_hat`` is minimised by the VAE;
-        ``critic_loss = -I_hat`` (on detached codes) by the critic, where ``I_hat`` is the
-        regulariser's Donsker-Varadhan estimate (eq. 2 or eq. 3; zero without a regulariser).
-        ``reg_weight`` is applied by the trainer; here ``mi`` is returned unweighted, and
+        ``vae_loss = -ELBO / n_obs + reg_weight * I_hat`` is minimised by the VAE over its own
+        parameters, and ``-I_hat`` by the critic over the critic's, where ``I_hat`` (``mi``) is the
+        regulariser's Donsker-Varadhan estimate (eq. 2 or eq. 3; zero without a regulariser). ``mi``
+        is computed once and reaches both: its gradient on the codes drives the encoders, its
+        gradient on the critic's parameters the critic (:func:`cxvae.train.train_step` takes both
+        from one backward pass). ``reg_weight`` is applied by the trainer; here ``mi`` is unweighted, and
         ``elbo_sum`` is the batch's total ELBO (not per observation). All the
         randomness comes from ``noise`` (:meth:`draw_noise`), and there is no data-dependent
         Python control flow, so the function can be vectorised over seeds with ``torch.func.vmap``.
@@ -359,7 +361,6 @@ class GroupVAE(nn.Module):
         if self.regulariser is not None and with_critic:
             pairs = pairs_from_uniforms(mask, noise["pairs"])
             out["mi"] = self.regulariser(x, terms["v"], mask, pairs)
-            out["critic_loss"] = -self.regulariser(x, terms["v"].detach(), mask, pairs)
         else:
             out["mi"] = torch.zeros((), dtype=x.dtype, device=x.device)
         return out

@@ -23,8 +23,8 @@ from .data import GroupBatchLoader, GroupedData, generate_exam_scores
 from .model import GroupVAE
 from .noise import TRAIN, VALID, seed_words, step_noise, word
 
-__all__ = ["resolve_device", "make_splits", "train", "train_seeds", "train_step", "stack_step", "SeedStack", "GraphedStep", "make_optimisers", "make_step", "TrainResult",
-           "TrainingDiverged", "clip_grad_norm_per_seed_",
+__all__ = ["resolve_device", "make_splits", "train", "train_seeds", "train_step", "stack_step", "adversarial_backward", "SeedStack", "GraphedStep", "make_optimisers", "make_step", "TrainResult",
+           "TrainingDiverged", "clip_grad_norm_per_seed_", "clip_into_flat_",
            "evaluate_neg_elbo", "save_checkpoint", "save_run"]
 
 
@@ -71,23 +71,47 @@ def evaluate_neg_elbo(model: GroupVAE, data: GroupedData, batch_size: int = 1024
     return total / n_obs
 
 
+def adversarial_backward(neg_elbo: torch.Tensor, mi: torch.Tensor, vae_params: Sequence[torch.Tensor],
+                         critic_params: Sequence[torch.Tensor], reg_weight: float) -> None:
+    """Both players' gradients from one backward pass: ``d(neg_elbo + reg_weight * mi)`` on the
+    VAE's parameters and ``d(-mi)`` on the critic's (losses of any shape; they are summed).
+
+    The critic's parameters reach the loss only through ``mi``, so the pass leaves
+    ``reg_weight * d mi`` on them, which is then multiplied by ``-1 / reg_weight``; that is exact
+    when ``reg_weight`` is a power of two (the default 1), so the gradients are bit for bit those of
+    a second backward pass of ``-mi``, which this saves. With ``reg_weight = 0`` the critic gets
+    its own pass.
+    """
+    vae_params, critic_params = list(vae_params), list(critic_params)
+    if not critic_params:
+        (neg_elbo + reg_weight * mi).sum().backward(inputs=vae_params)
+        return
+    if reg_weight == 0:
+        (neg_elbo + reg_weight * mi).sum().backward(inputs=vae_params, retain_graph=True)
+        (-mi).sum().backward(inputs=critic_params)
+        return
+    (neg_elbo + reg_weight * mi).sum().backward(inputs=vae_params + critic_params)
+    torch._foreach_mul_([p.grad for p in critic_params], -1.0 / reg_weight)
+
+
 def train_step(model: GroupVAE, batch: GroupedData, opt, critic_opt, tc,
                noise: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
     """One adversarial step of a single model on ``batch``: the VAE's Adam step on
     ``-ELBO + reg_weight * I_hat``, then (if the model has a critic) the critic's Adam step on
-    ``-I_hat``; gradients are clipped to ``tc.grad_clip``. ``noise`` as :meth:`GroupVAE.draw_noise`
-    returns it (drawn from the global RNG if None). Returns :meth:`GroupVAE.losses` of the batch
-    (before the steps). With the noise of (seed, step), :func:`train` computes exactly this
-    (through :func:`stack_step` with one seed); the tests check it."""
+    ``-I_hat`` (both gradients from one backward pass, :func:`adversarial_backward`); gradients
+    are clipped to ``tc.grad_clip``. ``noise`` as :meth:`GroupVAE.draw_noise` returns it (drawn
+    from the global RNG if None). Returns :meth:`GroupVAE.losses` of the batch (before the steps).
+    With the noise of (seed, step), :func:`train` computes exactly this (through
+    :func:`stack_step` with one seed); the tests check it."""
     out = model.losses(batch, noise)
+    critic_params = model.critic_parameters() if critic_opt is not None else []
     opt.zero_grad(set_to_none=True)
-    (out["neg_elbo"] + tc.reg_weight * out["mi"]).backward(inputs=model.vae_parameters())
+    if critic_opt is not None:
+        critic_opt.zero_grad(set_to_none=True)
+    adversarial_backward(out["neg_elbo"], out["mi"], model.vae_parameters(), critic_params, tc.reg_weight)
     torch.nn.utils.clip_grad_norm_(model.vae_parameters(), tc.grad_clip)
     opt.step()
     if critic_opt is not None:
-        critic_params = model.critic_parameters()
-        critic_opt.zero_grad(set_to_none=True)
-        out["critic_loss"].backward(inputs=critic_params)
         torch.nn.utils.clip_grad_norm_(critic_params, tc.grad_clip)
         critic_opt.step()
     return out
@@ -105,6 +129,11 @@ class SeedStack:
     Adam is elementwise and gradients are clipped per seed (tested: one seed's loss has exactly
     zero gradient on the others). A seed trained in a stack and alone agree to float rounding
     only, because batched products round their last bits differently.
+
+    Each player's stacked parameters (``vae_params``, ``critic_params``: leaves the loss is
+    differentiated by) are views into one ``(S, P)`` tensor (``vae_flat``, ``critic_flat``), which
+    is what the optimisers step: Adam and the clipping are then a few operations a step, not a few
+    per parameter tensor, and compute the same numbers.
     """
 
     def __init__(self, model_cfg, seeds: Sequence[int], device: torch.device):
@@ -115,9 +144,15 @@ class SeedStack:
             models.append(GroupVAE(model_cfg).to(device))
         self.template = models[0]
         self.seed_words = seed_words(self.seeds, device)  # the noise's keys, made once
-        self.params, self.buffers = torch.func.stack_module_state(models)
-        self.vae_params = [p for n, p in self.params.items() if not n.startswith("regulariser.")]
-        self.critic_params = [p for n, p in self.params.items() if n.startswith("regulariser.")]
+        params, self.buffers = torch.func.stack_module_state(models)
+        vae_names = [n for n in params if not n.startswith("regulariser.")]
+        critic_names = [n for n in params if n.startswith("regulariser.")]
+        # each player's parameters live side by side in one (S, P) tensor, so that Adam and the
+        # clipping are a few operations on it instead of a few per parameter tensor
+        self.vae_flat, self.vae_params = _flat_leaves([params[n] for n in vae_names], device)
+        self.critic_flat, self.critic_params = _flat_leaves([params[n] for n in critic_names], device)
+        views = dict(zip(vae_names + critic_names, self.vae_params + self.critic_params))
+        self.params = {n: views[n] for n in params}
         self._losses = torch.func.vmap(self._one_seed_losses, in_dims=(0, 0, 0, 0, 0, None))
 
     def _one_seed_losses(self, params, buffers, x, mask, noise, with_critic: bool):
@@ -137,10 +172,15 @@ class SeedStack:
         One seed runs the plain module on views of its parameters (vmap would only add overhead).
         """
         if len(self.seeds) == 1:
-            first = lambda tensors: {n: t[0] for n, t in tensors.items()}  # noqa: E731
+            first = lambda tensors: {n: t.squeeze(0) for n, t in tensors.items()}  # noqa: E731  (a view; t[0]'s backward would copy)
             out = self._one_seed_losses(first(self.params), first(self.buffers), x[0], masks[0], first(noise), with_critic)
             return {n: t[None] for n, t in out.items()}
         return self._losses(self.params, self.buffers, x, masks, noise, with_critic)
+
+    def zero_grad(self) -> None:
+        """Forget the gradients of every parameter (the per-tensor views and the flat tensors)."""
+        for p in self.vae_params + self.critic_params + [self.vae_flat, self.critic_flat]:
+            p.grad = None
 
     def model(self, i: int) -> GroupVAE:
         """Seed ``self.seeds[i]``'s model as a plain :class:`GroupVAE` (eval mode, own parameters)."""
@@ -148,6 +188,49 @@ class SeedStack:
         state = {n: t[i].detach().clone() for n, t in {**self.params, **self.buffers}.items()}
         model.load_state_dict(state)
         return model.eval()
+
+
+def _flat_leaves(tensors: Sequence[torch.Tensor], device: torch.device) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    """Stacked tensors ``(S, ...)`` copied side by side into one ``(S, P)`` tensor, and each
+    returned as a leaf view into it (sharing its memory, so updating the flat tensor in place
+    updates them). No tensors: an empty ``(0, 0)`` tensor and no views."""
+    if not tensors:
+        return torch.zeros(0, 0, device=device), []
+    flat = torch.cat([t.detach().flatten(1) for t in tensors], dim=1)
+    views, start = [], 0
+    for t in tensors:
+        size = t[0].numel()
+        views.append(flat[:, start:start + size].view(t.shape).detach().requires_grad_())
+        start += size
+    return flat, views
+
+
+def _per_seed_grad_norms(params: Sequence[torch.Tensor], row_wise: Optional[bool] = None) -> torch.Tensor:
+    """The ``(S,)`` norms of stacked ``(S, ...)`` parameters' gradients, one per seed
+    (``row_wise`` as in :func:`clip_grad_norm_per_seed_`)."""
+    n_seeds = params[0].shape[0]
+    if row_wise is None:  # on a GPU a loop over seeds would cost 2 x S kernel launches a step
+        row_wise = params[0].device.type == "cuda"
+    if row_wise:
+        norms = torch.stack([torch.linalg.vector_norm(p.grad.flatten(1), dim=1) for p in params], dim=1)
+        return torch.linalg.vector_norm(norms, dim=1)
+    slices = [p.grad[i] for i in range(n_seeds) for p in params]  # seed-major
+    norms = torch._foreach_norm(slices)
+    return torch.stack([torch.linalg.vector_norm(torch.stack(norms[i * len(params):(i + 1) * len(params)]))
+                        for i in range(n_seeds)])
+
+
+def _clip_coefficients(total: torch.Tensor, max_norm: float) -> torch.Tensor:
+    return torch.clamp(max_norm / (total + 1e-6), max=1.0)
+
+
+def clip_into_flat_(params: Sequence[torch.Tensor], flat: torch.Tensor, max_norm: float) -> torch.Tensor:
+    """Clip each seed's gradient of the views ``params`` (:class:`SeedStack`) and set it, side by
+    side, as the gradient of their ``(S, P)`` tensor ``flat``, the one the optimiser steps.
+    The same numbers as :func:`clip_grad_norm_per_seed_`; returns the ``(S,)`` norms before clipping."""
+    total = _per_seed_grad_norms(params)
+    flat.grad = torch.cat([p.grad.flatten(1) for p in params], dim=1).mul_(_clip_coefficients(total, max_norm)[:, None])
+    return total
 
 
 def clip_grad_norm_per_seed_(params: Sequence[torch.Tensor], max_norm: float,
@@ -160,18 +243,8 @@ def clip_grad_norm_per_seed_(params: Sequence[torch.Tensor], max_norm: float,
     GPU the norms are taken row-wise over the seed axis at once (equal up to rounding).
     ``row_wise`` chooses the way explicitly (default: row-wise on CUDA only).
     """
-    n_seeds = params[0].shape[0]
-    if row_wise is None:  # on a GPU a loop over seeds would cost 2 x S kernel launches a step
-        row_wise = params[0].device.type == "cuda"
-    if row_wise:
-        norms = torch.stack([torch.linalg.vector_norm(p.grad.flatten(1), dim=1) for p in params], dim=1)
-        total = torch.linalg.vector_norm(norms, dim=1)
-    else:
-        slices = [p.grad[i] for i in range(n_seeds) for p in params]  # seed-major
-        norms = torch._foreach_norm(slices)
-        total = torch.stack([torch.linalg.vector_norm(torch.stack(norms[i * len(params):(i + 1) * len(params)]))
-                             for i in range(n_seeds)])
-    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    total = _per_seed_grad_norms(params, row_wise)
+    coef = _clip_coefficients(total, max_norm)
     for p in params:
         p.grad.mul_(coef.view(-1, *[1] * (p.dim() - 1)))
     return total
@@ -183,14 +256,13 @@ def stack_step(stack: SeedStack, x: torch.Tensor, mask: torch.Tensor, opt, criti
     each seed's noise of training step ``step`` (:meth:`SeedStack.draw_noise`), gradients clipped
     per seed. Returns the ``(S,)`` losses."""
     out = stack.losses(x, mask, stack.draw_noise(mask, step))
-    opt.zero_grad(set_to_none=True)
-    (out["neg_elbo"] + tc.reg_weight * out["mi"]).sum().backward(inputs=stack.vae_params)
-    clip_grad_norm_per_seed_(stack.vae_params, tc.grad_clip)
+    stack.zero_grad()
+    adversarial_backward(out["neg_elbo"], out["mi"], stack.vae_params,
+                         stack.critic_params if critic_opt is not None else [], tc.reg_weight)
+    clip_into_flat_(stack.vae_params, stack.vae_flat, tc.grad_clip)
     opt.step()
     if critic_opt is not None:
-        critic_opt.zero_grad(set_to_none=True)
-        out["critic_loss"].sum().backward(inputs=stack.critic_params)
-        clip_grad_norm_per_seed_(stack.critic_params, tc.grad_clip)
+        clip_into_flat_(stack.critic_params, stack.critic_flat, tc.grad_clip)
         critic_opt.step()
     return out
 
@@ -251,8 +323,8 @@ def make_optimisers(stack: SeedStack, tc, total_steps: int, cuda_graphs: bool = 
     ``cuda_graphs``: capturable Adam with learning rates as device tensors (:class:`GraphedStep`)."""
     schedule = lambda t: tc.lr_decay_to + (1 - tc.lr_decay_to) * 0.5 * (1 + math.cos(math.pi * t / total_steps))  # noqa: E731
     lr = lambda value: torch.tensor(value, device=stack.device) if cuda_graphs else value  # noqa: E731
-    opt = torch.optim.Adam(stack.vae_params, lr=lr(tc.lr), capturable=cuda_graphs)
-    critic_opt = (torch.optim.Adam(stack.critic_params, lr=lr(tc.critic_lr), capturable=cuda_graphs)
+    opt = torch.optim.Adam([stack.vae_flat], lr=lr(tc.lr), capturable=cuda_graphs)
+    critic_opt = (torch.optim.Adam([stack.critic_flat], lr=lr(tc.critic_lr), capturable=cuda_graphs)
                   if stack.critic_params else None)
     schedulers = [torch.optim.lr_scheduler.LambdaLR(o, schedule) for o in (opt, critic_opt) if o is not None]
     return opt, critic_opt, schedulers

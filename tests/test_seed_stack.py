@@ -10,8 +10,9 @@ import torch
 from cxvae.config import ConfigError, make_run_config
 from cxvae.data import GroupBatchLoader, generate_exam_scores
 from cxvae.model import GroupVAE
-from cxvae.train import (SeedStack, TrainingDiverged, clip_grad_norm_per_seed_, make_splits, train, train_seeds,
-                         train_step)
+from cxvae.regularisers import pairs_from_uniforms
+from cxvae.train import (SeedStack, TrainingDiverged, adversarial_backward, clip_grad_norm_per_seed_, clip_into_flat_,
+                         make_splits, train, train_seeds, train_step)
 
 SEEDS = [3, 7, 11]
 
@@ -52,7 +53,7 @@ def test_gradients_never_cross_seeds(preset):
     stack = SeedStack(_cfg(preset).model, SEEDS, torch.device("cpu"))
     _, x, mask = _batch_for(stack, seed=1)
     out = stack.losses(x, mask, stack.draw_noise(mask, step=0))
-    (out["neg_elbo"][1] + 0.5 * out["mi"][1] + out["critic_loss"][1]).backward()  # mi and critic_loss cancel on the critic at 1:1
+    (out["neg_elbo"][1] + 0.5 * out["mi"][1]).backward()
     # the DV bound is unchanged by adding a constant to the critic, so its output bias has zero gradient
     critic_output_bias = [n for n in stack.params if n.startswith("regulariser.") and n.endswith(".bias")][-1]
     for name, p in stack.params.items():
@@ -198,3 +199,94 @@ def test_a_stack_replayed_from_cuda_graphs_trains_like_the_eager_stack(preset):
                                    torch.tensor(a.history.valid_neg_elbo.values), rtol=1e-3, atol=0)
         for name, tensor in a.model.state_dict().items():
             torch.testing.assert_close(b.model.state_dict()[name], tensor, rtol=0, atol=2e-2)
+
+
+def _two_pass_step(model, batch, opt, critic_opt, tc, noise):
+    """The adversarial step computed the plain way, as a reference: the VAE's backward pass, then
+    a second forward and backward pass of the critic alone on the detached instance codes."""
+    out = model(batch.x, batch.mask, noise)
+    v = model.elbo_terms(batch.x, batch.mask, noise)["v"].detach()  # the same codes, by the same noise
+    critic_loss = -model.regulariser(batch.x, v, batch.mask, pairs_from_uniforms(batch.mask, noise["pairs"]))
+    opt.zero_grad(set_to_none=True)
+    critic_opt.zero_grad(set_to_none=True)
+    (out["neg_elbo"] + tc.reg_weight * out["mi"]).backward(inputs=model.vae_parameters())
+    torch.nn.utils.clip_grad_norm_(model.vae_parameters(), tc.grad_clip)
+    opt.step()
+    critic_loss.backward(inputs=model.critic_parameters())
+    torch.nn.utils.clip_grad_norm_(model.critic_parameters(), tc.grad_clip)
+    critic_opt.step()
+
+
+@pytest.mark.parametrize("preset", ["cxvae", "cxvae-nemeth"])
+def test_one_backward_pass_trains_exactly_like_two(preset):
+    """train_step takes both players' gradients from one backward pass; 12 steps of it end in the
+    same weights, bit for bit, as the plain two-pass step (a separate critic pass on detached codes)."""
+    cfg = _cfg(preset)
+    data = generate_exam_scores(256, seed=4)
+    models = []
+    for step_fn in (train_step, _two_pass_step):
+        torch.manual_seed(0)
+        model = GroupVAE(cfg.model)
+        opt = torch.optim.Adam(model.vae_parameters(), lr=1e-2)
+        critic_opt = torch.optim.Adam(model.critic_parameters(), lr=1e-2)
+        for step, batch in enumerate(list(GroupBatchLoader(data, 64, seed=1)) * 3):
+            step_fn(model, batch, opt, critic_opt, cfg.train, model.draw_noise(batch.mask, seed=0, step=step))
+        models.append(model)
+    for name, tensor in models[0].state_dict().items():
+        assert torch.equal(models[1].state_dict()[name], tensor), name
+
+
+@pytest.mark.parametrize("reg_weight, exact", [(1.0, True), (0.25, True), (0.0, True), (0.3, False)])
+def test_adversarial_backward_gives_each_player_its_own_gradient(reg_weight, exact):
+    """The VAE gets d(neg_elbo + w mi), the critic d(-mi): bit for bit those of two separate passes
+    when w is a power of two or 0, to rounding otherwise."""
+    torch.manual_seed(5)
+    model = GroupVAE(_cfg("cxvae").model)
+    data = generate_exam_scores(32, seed=6)
+    noise = model.draw_noise(data.mask, seed=1, step=0)
+    vae, critic = model.vae_parameters(), model.critic_parameters()
+    out = model(data.x, data.mask, noise)
+    adversarial_backward(out["neg_elbo"], out["mi"], vae, critic, reg_weight)
+    got = [p.grad.clone() for p in vae + critic]
+    model.zero_grad(set_to_none=True)
+    out = model(data.x, data.mask, noise)
+    (out["neg_elbo"] + reg_weight * out["mi"]).backward(inputs=vae)
+    (-model(data.x, data.mask, noise)["mi"]).backward(inputs=critic)
+    for p, g in zip(vae + critic, got):
+        if exact:
+            assert torch.equal(p.grad, g)
+        else:
+            torch.testing.assert_close(g, p.grad, rtol=1e-5, atol=1e-6)  # rounding differs along the chain
+
+
+def test_the_stacked_parameters_are_views_of_one_flat_tensor_per_player():
+    """Each stacked parameter is a leaf sharing memory with its player's (S, P) tensor, so an
+    optimiser step on the flat tensor moves it; clipping into the flat gradient gives the numbers
+    of clip_grad_norm_per_seed_."""
+    stack = SeedStack(_cfg("cxvae").model, SEEDS, torch.device("cpu"))
+    n_vae = sum(p[0].numel() for p in stack.vae_params)
+    assert stack.vae_flat.shape == (3, n_vae) and stack.critic_flat.shape[0] == 3
+    assert all(p.is_leaf and p.requires_grad for p in stack.vae_params + stack.critic_params)
+    first = stack.vae_params[0]
+    before = first.detach().clone()
+    with torch.no_grad():
+        stack.vae_flat[1] += 1.0
+    assert torch.equal(first[1], before[1] + 1.0) and torch.equal(first[0], before[0])
+
+    stack = SeedStack(_cfg("cxvae").model, SEEDS, torch.device("cpu"))
+    _, x, mask = _batch_for(stack, seed=3)
+    out = stack.losses(x, mask, stack.draw_noise(mask, step=0))
+    (out["neg_elbo"].sum() * 1e3).backward(inputs=stack.vae_params)  # large, so that clipping bites
+    copies = [p.detach().clone().requires_grad_() for p in stack.vae_params]
+    for c, p in zip(copies, stack.vae_params):
+        c.grad = p.grad.clone()
+    norms = clip_into_flat_(stack.vae_params, stack.vae_flat, max_norm=1.0)
+    reference = clip_grad_norm_per_seed_(copies, max_norm=1.0)
+    assert torch.equal(norms, reference) and bool((norms > 1.0).all())
+    assert torch.equal(stack.vae_flat.grad, torch.cat([c.grad.flatten(1) for c in copies], dim=1))
+
+
+def test_a_stack_without_a_critic_has_an_empty_critic_tensor():
+    stack = SeedStack(_cfg("gvae").model, SEEDS, torch.device("cpu"))
+    assert stack.critic_params == [] and stack.critic_flat.numel() == 0
+    stack.zero_grad()  # nothing to forget, and no error
