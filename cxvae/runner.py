@@ -43,9 +43,11 @@ from .oracle import ExamScoresOracle
 from .train import make_splits, resolve_device, save_checkpoint, train_seeds
 
 __all__ = ["parse_seeds", "format_seeds", "provenance", "append_row", "score", "sweep", "run_oracle", "summarise",
-           "compare_to", "read_study", "study_command", "load_or_run", "probe_config", "merge_study"]
+           "compare_to", "read_study", "study_command", "load_or_run", "probe_config", "merge_study",
+           "short_of_seeds", "PAPER_SEEDS"]
 
 RUNS_CSV, ORACLE_CSV, CONFIG_JSON = "runs.csv", "oracle.csv", "config.json"
+PAPER_SEEDS = 100  # random initialisations per model in the paper's Figures 4 and 5
 
 
 def parse_seeds(text: str) -> List[int]:
@@ -371,6 +373,15 @@ def read_study(folder) -> Dict[str, object]:
     oracle = pd.read_csv(folder / ORACLE_CSV) if (folder / ORACLE_CSV).exists() else None
     config = json.loads((folder / CONFIG_JSON).read_text()) if (folder / CONFIG_JSON).exists() else {}
     return dict(runs=pd.read_csv(folder / RUNS_CSV), oracle=oracle, config=config)
+
+
+def short_of_seeds(runs: pd.DataFrame, presets: Optional[Sequence[str]] = None, target: int = PAPER_SEEDS) -> str:
+    """The presets of ``runs`` with fewer than ``target`` seeds, as ``'name (n), ...'``; ``''``
+    when none is short. ``presets`` restricts and orders them (default: every preset, by name)."""
+    counts = runs.groupby("preset").seed.nunique()
+    if presets is not None:
+        counts = counts.reindex(list(presets), fill_value=0)
+    return ", ".join(f"{preset} ({n})" for preset, n in counts[counts < target].items())
 
 
 def _bootstrap_median_interval(values: np.ndarray, n_boot: int, rng: np.random.Generator, level: float = 0.95):

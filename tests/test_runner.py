@@ -259,3 +259,13 @@ def test_a_full_commit_hash_from_the_environment_is_shortened_like_git_does(monk
     assert runner._git_commit() == "7664528202da"
     monkeypatch.setenv("CXVAE_GIT_COMMIT", "7664528-dirty")
     assert runner._git_commit() == "7664528-dirty"
+
+
+def test_short_of_seeds_names_the_presets_under_the_target():
+    """Known answer: a preset with 3 seeds is short of 100 and of 4, one with 5 is short of 100 only;
+    a preset asked for with no runs counts 0; none short gives the empty string."""
+    runs = pd.DataFrame(dict(preset=["b"] * 3 + ["a"] * 5, seed=[0, 1, 2, 0, 1, 2, 3, 4]))
+    assert runner.short_of_seeds(runs) == "a (5), b (3)"
+    assert runner.short_of_seeds(runs, ["b", "a", "c"]) == "b (3), a (5), c (0)"
+    assert runner.short_of_seeds(runs, target=4) == "b (3)"
+    assert runner.short_of_seeds(runs, target=3) == ""
