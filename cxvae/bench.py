@@ -13,10 +13,11 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 
-from .config import make_run_config
+from .config import ConfigError, make_run_config
 from .data import GroupBatchLoader, generate_exam_scores
 from .evaluation import ModelScorer
 from .model import GroupVAE
@@ -32,14 +33,18 @@ def _sync(device: torch.device) -> None:
 
 
 def training_throughput(preset: str, scale: str = "paper", device: str = "auto", steps: int = 30,
-                        warmup: int = 5, n_seeds: int = 1, cuda_graphs: bool = False) -> dict:
-    """Time ``steps`` training steps of ``n_seeds`` stacked seeds of ``preset`` (after ``warmup``).
+                        warmup: int = 5, n_seeds: int = 1, cuda_graphs: bool = False, repeats: int = 1) -> dict:
+    """Time ``steps`` training steps of ``n_seeds`` stacked seeds of ``preset`` (after ``warmup``),
+    ``repeats`` times in a row (windows over the same batches, training on).
 
-    Returns ``dict(groups_per_s, observations_per_s, seconds_per_step)``, counting every seed's
+    Returns ``dict(groups_per_s, observations_per_s, seconds_per_step)`` of the median window and
+    ``groups_per_s_min``, ``groups_per_s_max`` of the slowest and fastest, counting every seed's
     groups (a stack of S seeds trains S x batch_size groups per step). ``cuda_graphs``: the step
     replayed from CUDA graphs (:class:`cxvae.train.GraphedStep`, batches padded to multiples of 8
     positions); three untimed passes over the timed batches capture every shape first.
     """
+    if repeats < 1 or steps < 1:
+        raise ConfigError(f"the benchmark needs steps >= 1 and repeats >= 1; got steps={steps}, repeats={repeats}")
     cfg = make_run_config(preset, scale=scale, device=device)
     dev = resolve_device(device)
     data = generate_exam_scores(cfg.train.batch_size * (steps + warmup), seed=0).to(dev)
@@ -51,29 +56,38 @@ def training_throughput(preset: str, scale: str = "paper", device: str = "auto",
     timed = batches if cuda_graphs else batches[warmup:]
     for i, batch in enumerate(untimed):
         step_fn(batch, i)
-    _sync(dev)
-    start = time.perf_counter()
-    for i, batch in enumerate(timed, start=len(untimed)):
-        step_fn(batch, i)
-    _sync(dev)
-    seconds = time.perf_counter() - start
+    windows, step = [], len(untimed)
+    for _ in range(repeats):
+        _sync(dev)
+        start = time.perf_counter()
+        for batch in timed:
+            step_fn(batch, step)
+            step += 1
+        _sync(dev)
+        windows.append(time.perf_counter() - start)
+    seconds = float(np.median(windows))
     n_groups, n_obs = (n_seeds * sum(getattr(b, key) for b in timed) for key in ("n_groups", "n_observations"))
     return dict(groups_per_s=n_groups / seconds, observations_per_s=n_obs / seconds,
-                seconds_per_step=seconds / max(len(timed), 1))
+                seconds_per_step=seconds / len(timed), groups_per_s_min=n_groups / max(windows),
+                groups_per_s_max=n_groups / min(windows))
 
 
 def benchmark_table(presets: Sequence[str], scale: str = "paper", device: str = "auto", steps: int = 30,
-                    seeds: int = 100, stacks: Sequence[int] = (1, 10), cuda_graphs: bool = False) -> pd.DataFrame:
+                    seeds: int = 100, stacks: Sequence[int] = (1, 10), cuda_graphs: bool = False,
+                    repeats: int = 1) -> pd.DataFrame:
     """One row per preset and stack size: throughput and the estimated training time of ``seeds``
-    seeds (``cuda_graphs`` as in :func:`training_throughput`)."""
+    seeds (``cuda_graphs`` and ``repeats`` as in :func:`training_throughput`; with ``repeats > 1``
+    the median window, and the slowest and fastest window's groups/s in two more columns)."""
     rows = []
     for preset in presets:
         cfg = make_run_config(preset, scale=scale, device=device)
         for n_seeds in stacks:
-            t = training_throughput(preset, scale=scale, device=device, steps=steps, n_seeds=n_seeds, cuda_graphs=cuda_graphs)
+            t = training_throughput(preset, scale=scale, device=device, steps=steps, n_seeds=n_seeds,
+                                    cuda_graphs=cuda_graphs, repeats=repeats)
             run_seconds = cfg.train.epochs * cfg.data.n_train / t["groups_per_s"]  # per seed
+            spread = dict(slowest=round(t["groups_per_s_min"]), fastest=round(t["groups_per_s_max"])) if repeats > 1 else {}
             rows.append(dict(preset=preset, stack=n_seeds, device=str(resolve_device(device)), cuda_graphs=cuda_graphs,
-                             threads=torch.get_num_threads(), groups_per_s=round(t["groups_per_s"]),
+                             threads=torch.get_num_threads(), groups_per_s=round(t["groups_per_s"]), **spread,
                              observations_per_s=round(t["observations_per_s"]),
                              train_minutes_per_seed=round(run_seconds / 60, 2),
                              train_hours_for_seeds=round(seeds * run_seconds / 3600, 2)))

@@ -153,7 +153,7 @@ def _cmd_bench(args) -> int:
 
     table = benchmark_table([p.strip() for p in args.presets.split(",")], scale=args.scale, device=args.device,
                             steps=args.steps, seeds=args.seeds, stacks=parse_seeds(args.stacks),
-                            cuda_graphs=args.cuda_graphs)
+                            cuda_graphs=args.cuda_graphs, repeats=args.repeats)
     print(table.to_string(index=False))
     if args.score:
         from .bench import scoring_table
@@ -223,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", default="paper", help=f"one of: {', '.join(SCALES)} (default paper)")
     p.add_argument("--device", default="auto")
     p.add_argument("--steps", type=int, default=30, help="timed training steps per preset (default 30)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="time this many windows of --steps steps and print the median, with the slowest and "
+                        "fastest window's groups/s (default 1)")
     p.add_argument("--seeds", type=int, default=100, help="seeds per preset in the cost estimate (default 100)")
     p.add_argument("--stacks", default="1,10", help="stack sizes (seeds trained at once) to time (default 1,10)")
     p.add_argument("--score", action="store_true",

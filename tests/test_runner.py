@@ -197,6 +197,21 @@ def test_cli_bench_prints_throughput(capsys):
     assert t3["seconds_per_step"] > 0 and t3["observations_per_s"] > t3["groups_per_s"]
 
 
+def test_bench_repeats_report_the_median_window_and_the_spread(capsys):
+    """With --repeats the throughput is the median window's, between the slowest and the fastest."""
+    from cxvae.bench import training_throughput
+
+    t = training_throughput("gvae", scale="smoke", device="cpu", steps=2, warmup=1, repeats=3)
+    assert 0 < t["groups_per_s_min"] <= t["groups_per_s"] <= t["groups_per_s_max"]
+    assert main(["bench", "--presets", "gvae", "--scale", "smoke", "--steps", "2", "--device", "cpu",
+                 "--stacks", "1", "--repeats", "3"]) == 0
+    header, row = capsys.readouterr().out.splitlines()[:2]
+    columns = dict(zip(header.split(), row.split()))
+    assert int(columns["slowest"]) <= int(columns["groups_per_s"]) <= int(columns["fastest"])
+    with pytest.raises(ConfigError, match="repeats >= 1"):
+        training_throughput("gvae", scale="smoke", device="cpu", steps=2, repeats=0)
+
+
 def _copy_extended_elsewhere(tmp_path):
     """A study folder ``dest`` with ML-VAE seed 0, and ``src``: a copy of it that a sweep on another
     machine extended by seeds 1-2 (its pandas writing floats with other digits), plus a command
