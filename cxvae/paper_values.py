@@ -2,8 +2,8 @@
 
 The paper gives its results only as box plots (Figures 4 and 5) and states each claim as a
 direction ("CxVAE produces significant improvements ... in every disentanglement metric"). The
-numbers below were recovered elsewhere (see ``shared/paper/reported-values.md`` of the project's
-steering material); treat them as approximate and always show their provenance beside them.
+numbers below were recovered from the authors' public repository (:data:`PROVENANCE` says where
+each comes from); treat them as approximate and always show their provenance beside them.
 They are *not* on our data: the authors' public code generated a different data set (no noise,
 another formula at the "Results in paper" commit), so only directions and ratios are comparable.
 """

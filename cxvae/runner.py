@@ -44,7 +44,7 @@ from .train import make_splits, resolve_device, save_checkpoint, train_seeds
 
 __all__ = ["parse_seeds", "format_seeds", "provenance", "append_row", "score", "sweep", "run_oracle", "summarise",
            "compare_to", "read_study", "study_command", "load_or_run", "probe_config", "merge_study",
-           "short_of_seeds", "PAPER_SEEDS"]
+           "short_of_seeds", "made_on_cpu_only", "PAPER_SEEDS"]
 
 RUNS_CSV, ORACLE_CSV, CONFIG_JSON = "runs.csv", "oracle.csv", "config.json"
 PAPER_SEEDS = 100  # random initialisations per model in the paper's Figures 4 and 5
@@ -382,6 +382,13 @@ def short_of_seeds(runs: pd.DataFrame, presets: Optional[Sequence[str]] = None, 
     if presets is not None:
         counts = counts.reindex(list(presets), fill_value=0)
     return ", ".join(f"{preset} ({n})" for preset, n in counts[counts < target].items())
+
+
+def made_on_cpu_only(runs: pd.DataFrame, presets: Optional[Sequence[str]] = None) -> List[str]:
+    """The presets of ``runs`` whose every row was made on a CPU (``device`` starts with ``'cpu'``),
+    in the order of ``presets`` (default: every preset, by name); a preset with no rows is left out."""
+    on_cpu = runs.device.astype(str).str.startswith("cpu").groupby(runs.preset).all()
+    return [p for p in (presets if presets is not None else on_cpu.index) if on_cpu.get(p, False)]
 
 
 def _bootstrap_median_interval(values: np.ndarray, n_boot: int, rng: np.random.Generator, level: float = 0.95):

@@ -24,7 +24,7 @@ from typing import Iterable, Optional, Sequence
 import pandas as pd
 
 from .data import generate_exam_scores
-from .oracle import ExamScoresOracle
+from .oracle import ExamScoresOracle, single_observation_floor  # noqa: F401  (part of this module's API)
 from .runner import ORACLE_CSV, RUNS_CSV, compare_to, parse_seeds, run_oracle, summarise, sweep
 
 __all__ = ["STRENGTHS", "SMOKE_STRENGTHS", "MAIN_PRESETS", "BASELINES", "strength_folder", "strength_overrides",
@@ -126,20 +126,6 @@ def load_or_run_strength(*, recompute: bool = False, smoke: bool = True, seeds: 
     table = read_strength_study(folder)
     return dict(table=table[table.preset.isin(list(presets) + ["oracle"])].reset_index(drop=True),
                 folder=str(folder), commands=commands)
-
-
-def single_observation_floor(strength: float, n_groups: int = 20_000, noise_std: float = 0.1, seed: int = 0) -> float:
-    """How confounded one observation is: the exact posterior's MSE on ``v`` from one observation
-    alone, ``E[(v - E[v | x_k])^2]`` for groups of size 1 (Monte Carlo over ``n_groups`` draws).
-
-    0.01 (about the noise) at ``c = 0``, where ``x_k = v_k + eps_k``; it grows with ``c`` as the
-    group's shift and scale hide the instance factor. No model that reads one observation can do
-    better; a model that reads the group can.
-    """
-    single = generate_exam_scores(n_groups, mean_extra_size=0.0, min_size=1, noise_std=noise_std,
-                                  group_strength=strength, seed=seed)
-    v_mean, _ = ExamScoresOracle(noise_std, group_strength=strength).posterior_v(single)
-    return float(((v_mean[:, 0, 0] - single.v[:, 0, 0].double()) ** 2).mean())
 
 
 def _verdicts_at(summary: pd.DataFrame, strength: float, model: str, baselines: Sequence[str]) -> pd.Series:

@@ -276,6 +276,16 @@ def test_a_full_commit_hash_from_the_environment_is_shortened_like_git_does(monk
     assert runner._git_commit() == "7664528-dirty"
 
 
+def test_made_on_cpu_only_names_the_presets_no_gpu_touched():
+    """Known answer: 'a' only on CPUs, 'b' partly on a GPU, 'c' only on a GPU; order follows ``presets``."""
+    runs = pd.DataFrame(dict(preset=["a", "a", "b", "b", "c", "d"], seed=[0, 1, 0, 1, 0, 0],
+                             device=["cpu (x86_64)", "cpu (arm64)", "cpu (x86_64)", "NVIDIA H200", "NVIDIA H200",
+                                     "cpu (x86_64)"]))
+    assert runner.made_on_cpu_only(runs) == ["a", "d"]
+    assert runner.made_on_cpu_only(runs, ["d", "c", "b", "a", "e"]) == ["d", "a"]
+    assert runner.made_on_cpu_only(runs.iloc[:0]) == []
+
+
 def test_short_of_seeds_names_the_presets_under_the_target():
     """Known answer: a preset with 3 seeds is short of 100 and of 4, one with 5 is short of 100 only;
     a preset asked for with no runs counts 0; none short gives the empty string."""
