@@ -10,6 +10,7 @@ scoring (every metric, probes included) per run, one run alone and ``stack`` run
 """
 from __future__ import annotations
 
+import numbers
 import time
 from typing import Sequence
 
@@ -25,6 +26,15 @@ from .runner import score_many
 from .train import SeedStack, make_optimisers, make_splits, make_step, resolve_device
 
 __all__ = ["training_throughput", "benchmark_table", "scoring_seconds", "scoring_table"]
+
+
+def _check_stacks(stacks: Sequence[int]) -> list:
+    """Stack sizes (seeds trained at once) as a list, all checked before anything is timed: a stack
+    of 0 seeds has nothing to time (it failed with an IndexError)."""
+    stacks = list(stacks)
+    if not stacks or any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1 for n in stacks):
+        raise ConfigError(f"stack sizes must be integers >= 1; got {stacks}")
+    return stacks
 
 
 def _sync(device: torch.device) -> None:
@@ -45,6 +55,7 @@ def training_throughput(preset: str, scale: str = "paper", device: str = "auto",
     """
     if repeats < 1 or steps < 1:
         raise ConfigError(f"the benchmark needs steps >= 1 and repeats >= 1; got steps={steps}, repeats={repeats}")
+    _check_stacks([n_seeds])
     cfg = make_run_config(preset, scale=scale, device=device)
     dev = resolve_device(device)
     data = generate_exam_scores(cfg.train.batch_size * (steps + warmup), seed=0).to(dev)
@@ -78,6 +89,9 @@ def benchmark_table(presets: Sequence[str], scale: str = "paper", device: str = 
     """One row per preset and stack size: throughput and the estimated training time of ``seeds``
     seeds (``cuda_graphs`` and ``repeats`` as in :func:`training_throughput`; with ``repeats > 1``
     the median window, and the slowest and fastest window's groups/s in two more columns)."""
+    stacks = _check_stacks(stacks)
+    if isinstance(seeds, bool) or not isinstance(seeds, numbers.Integral) or seeds < 1:
+        raise ConfigError(f"the cost estimate needs seeds >= 1; got {seeds!r}")
     rows = []
     for preset in presets:
         cfg = make_run_config(preset, scale=scale, device=device)
@@ -97,6 +111,7 @@ def benchmark_table(presets: Sequence[str], scale: str = "paper", device: str = 
 def scoring_seconds(preset: str, scale: str = "paper", device: str = "auto", n_seeds: int = 1) -> float:
     """Wall seconds per run of scoring ``n_seeds`` (untrained, freshly initialised) models of
     ``preset`` on the scale's holdout groups, all at once (one model: the plain path)."""
+    _check_stacks([n_seeds])
     cfg = make_run_config(preset, scale=scale, device=device)
     dev = resolve_device(device)
     splits = {k: v.to(dev) for k, v in make_splits(cfg.data).items()}
@@ -114,6 +129,7 @@ def scoring_seconds(preset: str, scale: str = "paper", device: str = "auto", n_s
 def scoring_table(presets: Sequence[str], scale: str = "paper", device: str = "auto",
                   stacks: Sequence[int] = (1, 10)) -> pd.DataFrame:
     """One row per preset and stack size: scoring seconds per run."""
+    stacks = _check_stacks(stacks)
     return pd.DataFrame([dict(preset=p, stack=n, device=str(resolve_device(device)), threads=torch.get_num_threads(),
                               score_seconds_per_run=round(scoring_seconds(p, scale, device, n), 2))
                          for p in presets for n in stacks])

@@ -147,19 +147,29 @@ def _cmd_strength(args) -> int:
     return 0
 
 
-def _cmd_bench(args) -> int:
-    from .bench import benchmark_table
+def _parse_stacks(text: str) -> list:
+    """``--stacks 1,10`` read like seeds, but with an error that names the right option."""
     from .runner import parse_seeds
 
+    try:
+        return parse_seeds(text)
+    except ConfigError:
+        raise ConfigError(f"cannot read --stacks {text!r}; use stack sizes such as 1,10") from None
+
+
+def _cmd_bench(args) -> int:
+    from .bench import benchmark_table
+
+    stacks = _parse_stacks(args.stacks)
     table = benchmark_table([p.strip() for p in args.presets.split(",")], scale=args.scale, device=args.device,
-                            steps=args.steps, seeds=args.seeds, stacks=parse_seeds(args.stacks),
+                            steps=args.steps, seeds=args.seeds, stacks=stacks,
                             cuda_graphs=args.cuda_graphs, repeats=args.repeats)
     print(table.to_string(index=False))
     if args.score:
         from .bench import scoring_table
 
         print(scoring_table([p.strip() for p in args.presets.split(",")], scale=args.scale, device=args.device,
-                            stacks=parse_seeds(args.stacks)).to_string(index=False))
+                            stacks=stacks).to_string(index=False))
     return 0
 
 
@@ -250,7 +260,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DataError, TrainingDiverged, FileNotFoundError) as err:  # user errors: one line, no traceback
+    # user errors: one line, no traceback. The library reports bad input as ConfigError (settings, study
+    # files) or DataError (data), both ValueErrors; other exceptions are bugs and keep their traceback.
+    except (ConfigError, DataError, TrainingDiverged, FileNotFoundError) as err:
         print(f"cxvae {args.command}: error: {err}", file=sys.stderr)
         return 2
 

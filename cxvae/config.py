@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Dict
 
 __all__ = [
     "ModelConfig", "DataConfig", "TrainConfig", "EvalConfig", "RunConfig",
     "GROUP_ENCODERS", "INSTANCE_ENCODERS", "REGULARISERS", "DECODERS",
-    "PRESETS", "SCALES", "ConfigError", "model_preset", "scale_preset", "make_run_config",
+    "PRESETS", "SCALES", "ConfigError", "model_preset", "scale_preset", "make_run_config", "check_seed",
 ]
 
 GROUP_ENCODERS = ("average", "product", "product-corrected", "deepsets")
@@ -41,6 +43,38 @@ def _choose(kind: str, name: str, valid) -> str:
     if name not in valid:
         raise ConfigError(f"unknown {kind} {name!r}; choose one of: {', '.join(valid)}")
     return name
+
+
+def _require_int(name: str, value: Any, low: int, high: int | None = None) -> None:
+    """``value`` is an integer in ``[low, high)``: a float (2.5 epochs) or a bool would otherwise
+    fail deep inside training, or not at all (0 epochs trains nothing)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"{name} must be an integer; got {value!r}")
+    if value < low:
+        raise ConfigError(f"{name} must be at least {low}; got {value}")
+    if high is not None and value >= high:
+        raise ConfigError(f"{name} must be below {high}; got {value}")
+
+
+def _require_real(name: str, value: Any, ok, what: str) -> None:
+    """``value`` is a finite number for which ``ok(value)`` holds (``what`` says which, for the message)."""
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not (real and math.isfinite(value) and ok(value)):
+        raise ConfigError(f"{name} must be a finite number {what}; got {value!r}")
+
+
+def _build(cls, section: str, values: Dict[str, Any]):
+    """``cls(**values)``, with an unknown key (a typo such as ``decodr``) a ConfigError that lists
+    the section's settings instead of a TypeError from ``__init__``."""
+    names = tuple(f.name for f in dataclasses.fields(cls))
+    for key in values:
+        _choose(f"{section} setting", key, names)
+    return cls(**values)
+
+
+def check_seed(seed: Any) -> None:
+    """A model seed is an integer in [0, 2^32): the seeded noise (:mod:`cxvae.noise`) takes no other."""
+    _require_int("seed", seed, 0, 1 << 32)
 
 
 @dataclass
@@ -73,8 +107,7 @@ class ModelConfig:
         _choose("regulariser", self.regulariser, REGULARISERS)
         _choose("decoder", self.decoder, DECODERS)
         for name in ("x_dim", "u_dim", "v_dim", "hidden", "depth"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1; got {getattr(self, name)}")
+            _require_int(name, getattr(self, name), 1)
         if self.decoder == "true" and (self.x_dim, self.u_dim, self.v_dim) != (1, 2, 1):
             raise ConfigError("the 'true' exam-scores decoder needs x_dim=1, u_dim=2, v_dim=1; "
                               f"got x_dim={self.x_dim}, u_dim={self.u_dim}, v_dim={self.v_dim} (use decoder='mlp')")
@@ -120,6 +153,16 @@ class TrainConfig:
     grad_clip: float = 10.0
     shuffle_seed: int = 0
 
+    def __post_init__(self) -> None:
+        # 0 epochs would return an untrained model as if trained, and torch's own errors for a bad
+        # lr come with a traceback from deep inside training
+        _require_int("epochs", self.epochs, 1)
+        _require_int("batch_size", self.batch_size, 1)
+        for name in ("lr", "critic_lr", "grad_clip"):
+            _require_real(name, getattr(self, name), lambda v: v > 0, "> 0")
+        _require_real("reg_weight", self.reg_weight, lambda v: v >= 0, ">= 0")
+        _require_real("lr_decay_to", self.lr_decay_to, lambda v: 0 <= v <= 1, "between 0 and 1")
+
 
 @dataclass
 class EvalConfig:
@@ -147,6 +190,7 @@ class RunConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
+        check_seed(self.seed)
         if self.model.decoder == "true" and self.model.group_strength != self.data.group_strength:
             raise ConfigError(f"the 'true' decoder has group_strength={self.model.group_strength} but the data "
                               f"have {self.data.group_strength}; set both (make_run_config copies the data's)")
@@ -160,8 +204,14 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "RunConfig":
         d = dict(d)
-        return cls(model=ModelConfig(**d.pop("model")), data=DataConfig(**d.pop("data")),
-                   train=TrainConfig(**d.pop("train")), eval=EvalConfig(**d.pop("eval", {})), **d)
+        missing = [name for name in ("model", "data", "train") if name not in d]
+        if missing:
+            raise ConfigError(f"the configuration lacks its {', '.join(missing)} section(s)")
+        sections = dict(model=_build(ModelConfig, "model", d.pop("model")),
+                        data=_build(DataConfig, "data", d.pop("data")),
+                        train=_build(TrainConfig, "train", d.pop("train")),
+                        eval=_build(EvalConfig, "eval", d.pop("eval", {})))  # older runs have none
+        return _build(cls, "run", {**d, **sections})
 
 
 PRESETS: Dict[str, Dict[str, str]] = {
@@ -202,7 +252,7 @@ SCALES: Dict[str, Dict[str, Dict[str, Any]]] = {
 def model_preset(name: str, **overrides: Any) -> ModelConfig:
     """The :class:`ModelConfig` of preset ``name`` with ``overrides`` (e.g. ``decoder='mlp'``)."""
     _choose("preset", name, tuple(PRESETS))
-    return ModelConfig(**{**PRESETS[name], **overrides})
+    return _build(ModelConfig, "model", {**PRESETS[name], **overrides})
 
 
 def scale_preset(name: str) -> Dict[str, Dict[str, Any]]:
@@ -221,7 +271,7 @@ def make_run_config(preset: str = "cxvae", seed: int = 0, scale: str = "smoke", 
     return RunConfig(
         preset=preset, seed=int(seed), scale=scale, device=device,
         model=model_preset(preset, **(model or {})),
-        data=DataConfig(**{**sc.get("data", {}), **(data or {})}),
-        train=TrainConfig(**{**sc.get("train", {}), **(train or {})}),
-        eval=EvalConfig(**{**sc.get("eval", {}), **(eval or {})}),
+        data=_build(DataConfig, "data", {**sc.get("data", {}), **(data or {})}),
+        train=_build(TrainConfig, "train", {**sc.get("train", {}), **(train or {})}),
+        eval=_build(EvalConfig, "eval", {**sc.get("eval", {}), **(eval or {})}),
     )

@@ -125,13 +125,16 @@ class GroupedData:
     def validate(self, min_group_size: int = 1, what: str = "this model") -> "GroupedData":
         """Check the data and raise :class:`DataError` with a readable reason.
 
-        Checks: ``x`` is 3-D ``(N, K_max, x_dim)`` and ``mask`` is ``(N, K_max)`` bool, masks are
-        left aligned, no group is empty or smaller than ``min_group_size``, no observed value is
-        NaN or infinite. Returns ``self`` so calls can be chained.
+        Checks: ``x`` is 3-D ``(N, K_max, x_dim)`` floating point and ``mask`` is ``(N, K_max)``
+        bool, masks are left aligned, no group is empty or smaller than ``min_group_size``, no
+        value of ``x`` is NaN or infinite (padding included: the models mask padding by
+        multiplying with 0, which keeps a NaN). Returns ``self`` so calls can be chained.
         """
         if self.x.dim() != 3:
             raise DataError(
                 f"observations must have shape (n_groups, max_group_size, x_dim); got {tuple(self.x.shape)}")
+        if not self.x.is_floating_point():
+            raise DataError(f"observations must be floating point (the models use float32); got {self.x.dtype}")
         if self.mask.shape != self.x.shape[:2] or self.mask.dtype != torch.bool:
             raise DataError(
                 f"mask must be a bool tensor of shape {tuple(self.x.shape[:2])}; "
@@ -155,6 +158,9 @@ class GroupedData:
         if not bool(torch.isfinite(observed).all()):
             n_bad = int((~torch.isfinite(observed)).any(dim=-1).sum())
             raise DataError(f"{n_bad} observation(s) contain NaN or infinite values")
+        if not bool(torch.isfinite(self.x).all()):
+            raise DataError("padded positions of x hold NaN or infinite values; set them to 0, e.g. "
+                            "x.masked_fill(~mask[..., None], 0.0) (from_groups pads with 0)")
         return self
 
 
@@ -230,9 +236,13 @@ def generate_exam_scores(
 def from_groups(groups: Sequence, *, dtype: torch.dtype = torch.float32) -> GroupedData:
     """Pad a list of groups (each an array-like ``(K_i,)`` or ``(K_i, x_dim)``) into GroupedData.
 
-    Raises :class:`DataError` for an empty list, an empty group, inconsistent ``x_dim`` or
-    non-finite values.
+    Raises :class:`DataError` for an empty list, an empty group, inconsistent ``x_dim``,
+    non-finite values or a ``dtype`` that is not floating point. Standardise the values first
+    (each column to mean 0 and variance 1, as :mod:`cxvae.tabular` does): the models' priors and
+    initialisation assume values of order 1.
     """
+    if not dtype.is_floating_point:
+        raise DataError(f"dtype must be floating point (the models use torch.float32); got {dtype}")
     if len(groups) == 0:
         raise DataError("no groups were given")
     arrays = []
@@ -276,12 +286,21 @@ class GroupBatchLoader:
         drop_last: drop a final incomplete batch.
         k_multiple: pad each batch to a multiple of this many positions (at most the data's
             K_max), so that batches come in fewer shapes (for CUDA graphs; padding changes no result).
+        min_batch: a final batch with fewer groups than this joins the batch before it (the
+            regularisers pair each group with another group of its batch, so training asks for 2).
     """
 
     def __init__(self, data: GroupedData, batch_size: int, *, shuffle: bool = True, bucket: bool = True,
-                 bucket_window: int = 50, drop_last: bool = False, seed: int = 0, k_multiple: int = 1):
-        if batch_size < 1 or k_multiple < 1:
-            raise DataError(f"batch_size and k_multiple must be positive; got {batch_size} and {k_multiple}")
+                 bucket_window: int = 50, drop_last: bool = False, seed: int = 0, k_multiple: int = 1,
+                 min_batch: int = 1):
+        if batch_size < 1:
+            raise DataError(f"batch_size must be at least 1; got {batch_size}")
+        if k_multiple < 1:
+            raise DataError(f"k_multiple (the padding multiple) must be at least 1; got {k_multiple}")
+        if not 1 <= min_batch <= batch_size:
+            raise DataError(f"batches of {batch_size} group(s) cannot hold the {min_batch} groups "
+                            "the model pairs within a batch; use a batch size of at least that")
+        self.min_batch = int(min_batch)
         self.data, self.batch_size, self.shuffle, self.bucket = data, int(batch_size), shuffle, bucket
         self.bucket_window, self.drop_last, self.k_multiple = bucket_window, drop_last, int(k_multiple)
         self.generator = torch.Generator().manual_seed(int(seed))
@@ -289,7 +308,10 @@ class GroupBatchLoader:
 
     def __len__(self) -> int:
         n = self.data.n_groups
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        if self.drop_last:
+            return n // self.batch_size
+        short_last = n > self.batch_size and 0 < n % self.batch_size < self.min_batch
+        return math.ceil(n / self.batch_size) - short_last
 
     def batch_indices(self) -> list:
         """The group indices of each batch of one epoch (advances the loader's RNG)."""
@@ -305,6 +327,8 @@ class GroupBatchLoader:
         batches = list(torch.split(order, self.batch_size))
         if self.drop_last and len(batches) and len(batches[-1]) < self.batch_size:
             batches = batches[:-1]
+        if len(batches) > 1 and len(batches[-1]) < self.min_batch:
+            batches = batches[:-2] + [torch.cat(batches[-2:])]
         if self.shuffle and self.bucket:
             perm = torch.randperm(len(batches), generator=self.generator).tolist()
             batches = [batches[i] for i in perm]

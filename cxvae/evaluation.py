@@ -13,7 +13,7 @@ from typing import Tuple
 
 import torch
 
-from .data import GroupBatchLoader, GroupedData
+from .data import DataError, GroupBatchLoader, GroupedData
 from .model import GroupVAE, gaussian_log_prob
 
 __all__ = ["ModelScorer", "TrueFactorScorer", "iwae_log_marginal"]
@@ -50,6 +50,7 @@ class ModelScorer:
         self.device = next(model.parameters()).device
 
     def _batches(self, data: GroupedData):
+        self.model.check_batch(data, training=False)  # a clear DataError, not a shape error deep in torch
         for batch in GroupBatchLoader(data, self.batch_size, shuffle=False, bucket=False):
             yield batch.to(self.device)
 
@@ -80,6 +81,10 @@ class ModelScorer:
         """Instance codes of group i decoded with the group code of group ``target[i]``
         (paper section 5.1), ``(N, K_max, x_dim)``."""
         u_code, v_code = self.codes(data)
+        target = torch.as_tensor(target, dtype=torch.long).cpu()
+        if target.shape != (data.n_groups,) or bool(((target < 0) | (target >= data.n_groups)).any()):
+            raise DataError(f"target must hold one group index in [0, {data.n_groups}) per group, shape "
+                            f"({data.n_groups},); got shape {tuple(target.shape)}")
         out = []
         for start in range(0, data.n_groups, self.batch_size):
             idx = torch.arange(start, min(start + self.batch_size, data.n_groups))
@@ -90,6 +95,7 @@ class ModelScorer:
     @torch.no_grad()
     def nll_per_observation(self, data: GroupedData) -> float:
         """``-sum_i log p(x_i) / sum_i K_i`` with the IWAE bound (an upper bound on the true NLL)."""
+        self.model.check_batch(data, training=False)
         total, n_obs = 0.0, 0
         gen_devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=gen_devices):

@@ -27,8 +27,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .config import ConfigError
 from .data import DataError
-from .tabular import _check_columns
+from .tabular import _check_columns, _check_count, _names
 
 __all__ = ["MixedModel", "fit_mixed", "multiple_correlation", "rank_agreement", "compare_presets", "summarise_runs"]
 
@@ -162,6 +163,8 @@ class MixedModel:
         """Each row's response had its group had zero effects (an average group), keeping its
         covariates and residual: ``y_ik - z_ik' b_hat_i``. Indexed like ``df`` (default: training)."""
         df = self.train_frame if df is None else df
+        if not self._known(df).all():
+            raise DataError("adjusting needs the group effects: some rows belong to groups the model was not fitted on")
         _, z = self._design(df)
         b = self.group_effects().loc[df[self.group]].to_numpy()
         return (df[self.response] - (z * b).sum(1)).rename(self.response)
@@ -170,6 +173,7 @@ class MixedModel:
         """The mixed model's translation: each row of ``source_group`` keeps its covariates and
         residual and takes the target group's effects (``y' = x' beta + z' b_hat_j + e_ik``)."""
         df = self.train_frame if df is None else df
+        _check_columns(df, self.group, [self.response, *self.covariates])
         rows = df[df[self.group] == source_group]
         if len(rows) == 0:
             raise DataError(f"group {source_group!r} has no rows in the table")
@@ -187,11 +191,14 @@ def fit_mixed(df: pd.DataFrame, response: str, group: str, covariates: Sequence[
     Uses the array interface (no formula parser) and REML by default. Several optimisers are
     tried in order (:data:`_METHODS`); the first fit that converges, without statsmodels'
     convergence or singularity warnings, is returned. If none does, the last fit is returned and
-    its warnings are re-issued once.
+    its warnings are re-issued once. ``covariates`` and ``random_slopes`` are each one column
+    name or a list of them.
     """
     from statsmodels.regression.mixed_linear_model import MixedLM
 
-    covariates, random_slopes = list(covariates), list(random_slopes)
+    covariates, random_slopes = _names(covariates), _names(random_slopes)
+    if response in covariates:
+        raise DataError(f"the response {response!r} cannot also be a covariate")
     missing = [c for c in random_slopes if c not in covariates]
     if missing:
         raise DataError(f"random slope(s) {missing} must also be fixed-effect covariates")
@@ -237,9 +244,17 @@ def multiple_correlation(target, codes, clusters=None, n_boot: int = 1000, seed:
     Returns:
         ``dict(r=..., low=..., high=...)``.
     """
+    _check_count("n_boot", n_boot)
+    if not 0.0 < level < 1.0:
+        raise ConfigError(f"level must be strictly between 0 and 1; got {level}")
     y = np.asarray(target, dtype=float).reshape(-1)
-    x = np.asarray(codes, dtype=float).reshape(len(y), -1)
+    x = np.atleast_1d(np.asarray(codes, dtype=float))
+    if len(y) == 0 or len(x) != len(y):
+        raise DataError(f"need one code (row of codes) per target value; got {len(x)} codes and {len(y)} targets")
+    x = x.reshape(len(y), -1)
     clusters = np.arange(len(y)) if clusters is None else np.asarray(clusters)
+    if len(clusters) != len(y):  # a shorter one would quietly bootstrap only some of the rows
+        raise DataError(f"clusters must name one cluster per row; got {len(clusters)} for {len(y)} rows")
     labels, inverse = np.unique(clusters, return_inverse=True)
     members = [np.flatnonzero(inverse == c) for c in range(len(labels))]
     rng = np.random.default_rng(seed)
@@ -261,6 +276,10 @@ def rank_agreement(code, reference, clusters=None, top: float = 0.1, n_boot: int
     reference's top rows that are also in the code's top rows.
     """
     a, b = np.asarray(code, dtype=float).reshape(-1), np.asarray(reference, dtype=float).reshape(-1)
+    if len(a) == 0 or len(a) != len(b):
+        raise DataError(f"code and reference must rank the same rows; got {len(a)} and {len(b)} values")
+    if not 0.0 < top <= 1.0:
+        raise ConfigError(f"top must be a fraction in (0, 1]; got {top}")
     if stats.spearmanr(a, b).statistic < 0:
         a = -a
     ranks_a, ranks_b = stats.rankdata(a), stats.rankdata(b)
@@ -284,6 +303,7 @@ def compare_presets(train: pd.DataFrame, holdout: pd.DataFrame, *, group: str, v
             :func:`cxvae.tabular.split_within_groups`).
         effects: the mixed model's group effects (index: group labels; one column per effect).
         residuals: the mixed model's per-row residuals of ``train`` (one column per residual).
+        presets, seeds: a list of each, or a single one.
         model: ModelConfig overrides (e.g. ``dict(v_dim=2)``).
     Returns:
         ``(models, runs)``: ``{(preset, seed): GroupModel}`` and one row per run with
@@ -296,6 +316,14 @@ def compare_presets(train: pd.DataFrame, holdout: pd.DataFrame, *, group: str, v
     """
     from .tabular import fit
 
+    presets = _names(presets)  # one preset name, not its letters
+    seeds = [seeds] if isinstance(seeds, (int, np.integer)) else list(seeds)
+    _check_columns(train, group, values)
+    for name, table, needed, what in (("effects", effects, pd.Index(train[group].unique()), "group"),
+                                      ("residuals", residuals, train.index, "row")):
+        lacking = needed.difference(table.index)  # checked before training, not as a KeyError after it
+        if len(lacking):
+            raise DataError(f"{name} has no row for {len(lacking)} training {what}(s), e.g. {lacking[:5].tolist()}")
     models, rows = {}, []
     for preset in presets:
         for seed in seeds:
@@ -317,4 +345,4 @@ def compare_presets(train: pd.DataFrame, holdout: pd.DataFrame, *, group: str, v
 def summarise_runs(runs: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     """Median over seeds of ``columns``, one row per preset (in the order of ``runs``)."""
     order = list(dict.fromkeys(runs["preset"]))
-    return runs.groupby("preset")[list(columns)].median().loc[order]
+    return runs.groupby("preset")[_names(columns)].median().loc[order]

@@ -270,12 +270,24 @@ class GroupVAE(nn.Module):
         return [] if self.regulariser is None else list(self.regulariser.parameters())
 
     # -- checks -------------------------------------------------------------------------------
-    def check_batch(self, batch: GroupedData) -> None:
-        """Raise a clear :class:`~cxvae.data.DataError` if the batch does not fit this model."""
-        batch.validate(self.cfg.min_group_size, what=f"the {self.cfg.regulariser!r} regulariser"
-                       if self.cfg.regulariser != "none" else "this model")
+    def check_batch(self, batch: GroupedData, training: bool = True) -> None:
+        """Raise a clear :class:`~cxvae.data.DataError` if the groups do not fit this model.
+
+        ``training``: also check what the regulariser needs to train (groups of at least
+        ``cfg.min_group_size`` observations, at least 2 groups); encoding and scoring need neither.
+        """
+        pairs = training and self.cfg.regulariser != "none"
+        batch.validate(self.cfg.min_group_size if training else 1,
+                       what=f"the {self.cfg.regulariser!r} regulariser" if pairs else "this model")
         if batch.x_dim != self.cfg.x_dim:
             raise DataError(f"the model expects observations with x_dim={self.cfg.x_dim}; got {batch.x_dim}")
+        dtype = next(self.parameters()).dtype
+        if batch.x.dtype != dtype:
+            raise DataError(f"the model's parameters are {dtype} but the observations are {batch.x.dtype}; "
+                            f"convert them with x.to({dtype})")
+        if pairs and batch.n_groups < 2:
+            raise DataError(f"the {self.cfg.regulariser!r} regulariser pairs each group with another group; "
+                            f"it needs at least 2 groups, got {batch.n_groups}")
 
     # -- inference ----------------------------------------------------------------------------
     def draw_noise(self, mask: torch.Tensor, seed: Optional[int] = None, step: int = 0, dtype=torch.float32,
@@ -368,11 +380,27 @@ class GroupVAE(nn.Module):
 
 def load_model(path, map_location="cpu") -> Tuple[GroupVAE, dict]:
     """Load a checkpoint written by :func:`cxvae.train.save_checkpoint` (no pickle execution:
-    ``torch.load(weights_only=True)``). Returns the model (eval mode) and the run config dict."""
-    import json
+    ``torch.load(weights_only=True)``). Returns the model (eval mode) and the run config dict.
 
-    blob = torch.load(path, map_location=map_location, weights_only=True)
-    config = json.loads(blob["config_json"])
-    model = GroupVAE(ModelConfig(**config["model"]))
-    model.load_state_dict(blob["state_dict"])
+    Raises ``FileNotFoundError`` for a missing file and :class:`~cxvae.data.DataError` for a file
+    that is not such a checkpoint.
+    """
+    import json
+    import pickle
+
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no checkpoint file at {path}")
+    try:
+        blob = torch.load(path, map_location=map_location, weights_only=True)
+        if not isinstance(blob, dict):
+            raise TypeError(f"it holds a {type(blob).__name__}, not a dict")
+        config = json.loads(blob["config_json"])
+        model = GroupVAE(ModelConfig(**config["model"]))
+        model.load_state_dict(blob["state_dict"])
+    except (pickle.UnpicklingError, RuntimeError, KeyError, IndexError, TypeError, ValueError, EOFError) as err:
+        reason = (str(err).strip().splitlines() or [""])[0][:200]
+        raise DataError(f"{path} is not a cxvae checkpoint (a model.pt written by `cxvae train` or "
+                        f"cxvae.train.save_checkpoint); reading it failed with {type(err).__name__} {reason}") from None
     return model.eval(), config

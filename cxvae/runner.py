@@ -36,7 +36,7 @@ import torch
 from tqdm import tqdm
 
 from . import __version__
-from .config import ConfigError, RunConfig, make_run_config
+from .config import ConfigError, RunConfig, check_seed, make_run_config
 from .evaluation import ModelScorer
 from .metrics import METRICS, ProbeConfig, evaluate_many
 from .oracle import ExamScoresOracle
@@ -122,10 +122,25 @@ def _locked(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _read_table(path: Path, columns: Sequence[str] = ("preset", "seed")) -> pd.DataFrame:
+    """A study's CSV with ``columns``; an empty, unreadable or foreign file is a one-line
+    ConfigError naming it, not a pandas traceback (a header-only table is an empty DataFrame)."""
+    try:
+        table = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise ConfigError(f"{path} is empty (not even a header line)") from None
+    except pd.errors.ParserError as err:
+        raise ConfigError(f"cannot read {path}: {str(err).strip()}") from None
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ConfigError(f"{path} has no {', '.join(map(repr, missing))} column; is it a table that cxvae wrote?")
+    return table
+
+
 def _finished(runs_path: Path) -> set:
     if not runs_path.exists():
         return set()
-    prev = pd.read_csv(runs_path)
+    prev = _read_table(runs_path)
     return set(zip(prev["preset"], prev["seed"].astype(int)))
 
 
@@ -167,10 +182,11 @@ def _write_config(out: Path, configs: Dict[str, RunConfig], command: str) -> Non
         _merge_config(path, out, resolved, command)
 
 
-def _config_differences(before: Dict, now: Dict) -> List[str]:
+def _config_differences(before: Dict, now: Dict, where=("there", "now")) -> List[str]:
     """How a preset's resolved configuration ``now`` differs from ``before`` (its data, training,
-    model and evaluation settings; the device may differ): ``['train.lr: 0.001 there, 0.002 now']``."""
-    return [f"{section}.{key}: {before.get(section, {}).get(key, 'missing')!r} there, {value!r} now"
+    model and evaluation settings; the device may differ): ``['train.lr: 0.001 there, 0.002 now']``,
+    ``where`` naming the two sides (e.g. ``('in study', 'in copy')``)."""
+    return [f"{section}.{key}: {before.get(section, {}).get(key, 'missing')!r} {where[0]}, {value!r} {where[1]}"
             for section in ("data", "train", "model", "eval") for key, value in now[section].items()
             if before.get(section, {}).get(key, "missing") != value]
 
@@ -214,15 +230,20 @@ def sweep(presets: Sequence[str], seeds: Iterable[int], scale: str = "smoke", de
     """
     if stack < 1:
         raise ConfigError(f"stack must be at least 1; got {stack}")
+    # everything the user gave is checked before the folder and its config.json record the command
+    seeds = list(seeds)
+    for seed in seeds:
+        check_seed(seed)
+    configs = {p: make_run_config(p, seed=0, scale=scale, device=device, **(overrides or {})) for p in presets}
+    dev = resolve_device(device)
+    if cuda_graphs and dev.type != "cuda":
+        raise ConfigError(f"cuda_graphs needs a CUDA device; this sweep is on {dev} (drop --cuda-graphs)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    seeds = list(seeds)
-    configs = {p: make_run_config(p, seed=0, scale=scale, device=device, **(overrides or {})) for p in presets}
     _write_config(out, configs, command or f"cxvae sweep --presets {','.join(presets)} --scale {scale}")
     runs_path = out / RUNS_CSV
     done = _finished(runs_path)
     todo = {p: [s for s in seeds if (p, s) not in done] for p in presets}
-    dev = resolve_device(device)
     prov = provenance(dev)
     n_todo = sum(map(len, todo.values()))
     splits = {k: v.to(dev) for k, v in make_splits(next(iter(configs.values())).data).items()} if n_todo else None
@@ -313,9 +334,9 @@ def merge_study(src, dest) -> pd.DataFrame:
     (``histories/``) and models (``models/``, where ``src`` has them) are copied. Each recorded
     ``cxvae sweep`` command of ``src`` whose runs are now all in ``dest`` is added to
     ``dest/config.json`` with its ``--out`` naming ``dest``; a command cut off before its last
-    block finished is left out. Refuses (:class:`ConfigError`) when the folders' tables have other
-    columns or a preset is configured differently (its device aside), and when an added run has
-    no curve.
+    block finished is left out. Refuses (:class:`ConfigError`) when either ``runs.csv`` is empty,
+    the folders' tables have other columns or a preset is configured differently (its device
+    aside), and when an added run has no curve.
     """
     src, dest = Path(src), Path(dest)
     for folder in (src, dest):
@@ -324,17 +345,22 @@ def merge_study(src, dest) -> pd.DataFrame:
     src_lines = (src / RUNS_CSV).read_text().splitlines()
     with _locked(dest / RUNS_CSV):
         dest_text = (dest / RUNS_CSV).read_text()
+        for path, lines in ((src / RUNS_CSV, src_lines), (dest / RUNS_CSV, dest_text.splitlines())):
+            if not lines:  # no header line to compare or to append below
+                raise ConfigError(f"{path} is empty (not even a header line)")
         if src_lines[0] != dest_text.splitlines()[0]:
             raise ConfigError(f"{src / RUNS_CSV} and {dest / RUNS_CSV} have different columns")
         have = _finished(dest / RUNS_CSV)
-        rows = pd.read_csv(src / RUNS_CSV)
+        rows = _read_table(src / RUNS_CSV)
         new = [i for i, key in enumerate(zip(rows.preset, rows.seed)) if (key[0], int(key[1])) not in have]
         added = rows.iloc[new]
         src_config = json.loads((src / CONFIG_JSON).read_text()) if (src / CONFIG_JSON).exists() else {}
         dest_config = json.loads((dest / CONFIG_JSON).read_text()) if (dest / CONFIG_JSON).exists() else {}
         for name in set(added.preset):
             theirs, ours = src_config.get("presets", {}).get(name), dest_config.get("presets", {}).get(name)
-            differ = ["missing from one of them"] if theirs is None or ours is None else _config_differences(ours, theirs)
+            lacking = [folder / CONFIG_JSON for folder, c in ((src, theirs), (dest, ours)) if c is None]
+            differ = ([f"missing from {', '.join(map(str, lacking))}"] if lacking
+                      else _config_differences(ours, theirs, where=(f"in {dest}", f"in {src}")))
             if differ:
                 raise ConfigError(f"{name!r} is configured differently in {src} and {dest} ({'; '.join(differ)}); "
                                   "merge only a copy of the same study")
@@ -370,9 +396,9 @@ def read_study(folder) -> Dict[str, object]:
     folder = Path(folder)
     if not (folder / RUNS_CSV).exists():
         raise FileNotFoundError(f"{folder / RUNS_CSV} does not exist; run `cxvae sweep --out {folder}` first")
-    oracle = pd.read_csv(folder / ORACLE_CSV) if (folder / ORACLE_CSV).exists() else None
+    oracle = _read_table(folder / ORACLE_CSV) if (folder / ORACLE_CSV).exists() else None
     config = json.loads((folder / CONFIG_JSON).read_text()) if (folder / CONFIG_JSON).exists() else {}
-    return dict(runs=pd.read_csv(folder / RUNS_CSV), oracle=oracle, config=config)
+    return dict(runs=_read_table(folder / RUNS_CSV), oracle=oracle, config=config)
 
 
 def short_of_seeds(runs: pd.DataFrame, presets: Optional[Sequence[str]] = None, target: int = PAPER_SEEDS) -> str:
@@ -477,6 +503,12 @@ def posterior_gap_study(out, presets: Optional[Sequence[str]] = None) -> pd.Data
 def main_sweep_summary(out) -> str:
     """A printable summary table (median [lo, hi]) of a study folder, oracle included."""
     study = read_study(out)
+    path = Path(out) / RUNS_CSV
+    if study["runs"].empty:
+        raise ConfigError(f"{path} holds no runs yet (only its header); run `cxvae sweep --out {out}` first")
+    missing = [m for m in METRICS if m not in study["runs"].columns]
+    if missing:
+        raise ConfigError(f"{path} lacks the metric column(s) {', '.join(missing)}")
     table = summarise(study["runs"], study["oracle"])
     table["cell"] = table.apply(lambda r: f"{r['median']:.3f}" if r.n_seeds < 2 else
                                 f"{r['median']:.3f} [{r.lo:.3f}, {r.hi:.3f}]", axis=1)

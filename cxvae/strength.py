@@ -17,12 +17,15 @@ setting, resumable) and :func:`read_strength_study` / :func:`summarise_strength`
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import os
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 import pandas as pd
 
+from .config import ConfigError
 from .data import generate_exam_scores
 from .oracle import ExamScoresOracle, single_observation_floor  # noqa: F401  (part of this module's API)
 from .runner import ORACLE_CSV, RUNS_CSV, compare_to, parse_seeds, run_oracle, summarise, sweep
@@ -61,6 +64,10 @@ def strength_study(strengths: Iterable[float], presets: Sequence[str], seeds: Se
     the missing runs). ``overrides`` apply to every setting (as in :func:`~cxvae.runner.sweep`).
     Returns :func:`read_strength_study` of ``out``.
     """
+    strengths = list(strengths)
+    for strength in strengths:  # all of them, before any setting's folder is made
+        if not (isinstance(strength, numbers.Real) and math.isfinite(strength) and strength >= 0):
+            raise ConfigError(f"a group strength c must be a finite number >= 0; got {strength!r}")
     for strength in strengths:
         folder = strength_folder(out, strength)
         overrides_here = strength_overrides(strength, overrides)

@@ -22,6 +22,7 @@ Notation (see :mod:`cxvae.data`): group ``i`` of ``N``, observation ``k`` of ``K
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple
@@ -30,7 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import RunConfig, make_run_config, model_preset
+from .config import ConfigError, ModelConfig, RunConfig, TrainConfig, make_run_config, model_preset
 from .data import DataError, GroupedData
 from .evaluation import ModelScorer, iwae_log_marginal
 from .model import GroupVAE, gaussian_log_prob, kl_to_standard_normal
@@ -66,13 +67,22 @@ class RowIndex:
         return values[self.rows["i"].to_numpy(), self.rows["k"].to_numpy()]
 
 
+def _names(names) -> list:
+    """One column name or a sequence of them -> a list (a single string is one name, not letters)."""
+    return [names] if isinstance(names, str) else list(names)
+
+
+def _check_count(name: str, value) -> None:
+    """A sample count or similar setting must be a whole number >= 1 (0 samples average nothing)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConfigError(f"{name} must be a whole number of at least 1; got {value!r}")
+
+
 def _check_columns(df, group: str, values: Sequence[str]) -> list:
     """Check that the table has a usable group column and numeric, complete value columns."""
     if not isinstance(df, pd.DataFrame):
         raise DataError(f"expected a pandas DataFrame; got {type(df).__name__}")
-    if isinstance(values, str):
-        values = [values]
-    values = list(values)
+    values = _names(values)
     if not values:
         raise DataError("name at least one value column (values=[...])")
     missing = [c for c in [group, *values] if c not in df.columns]
@@ -143,9 +153,19 @@ def groups_from_dataframe(df: pd.DataFrame, group: str, values: Sequence[str], *
     return data, index
 
 
-def _rng_split(df: pd.DataFrame, holdout: float, seed: int):
+def _rng_split(df: pd.DataFrame, group: str, holdout: float, seed: int):
+    """Check the arguments every split shares; the seeded generator."""
     if not 0.0 < float(holdout) < 1.0:
         raise DataError(f"holdout must be a fraction strictly between 0 and 1; got {holdout}")
+    if not isinstance(df, pd.DataFrame):
+        raise DataError(f"expected a pandas DataFrame; got {type(df).__name__}")
+    if group not in df.columns:
+        raise DataError(f"column {group!r} not in the table; it has {list(df.columns)}")
+    if len(df) == 0:
+        raise DataError("the table has no rows to split")
+    if df[group].isna().any():  # groupby would quietly drop these rows into the training table
+        raise DataError(f"{int(df[group].isna().sum())} row(s) have no group in column {group!r}; "
+                        "drop them or give them a group")
     return np.random.default_rng(seed)
 
 
@@ -158,9 +178,7 @@ def split_within_groups(df: pd.DataFrame, group: str, *, holdout: float = 0.2, m
     ``K_i <= min_train`` rows stays whole in training). So every holdout row has at least
     ``min_train`` rows of its own group to condition on.
     """
-    rng = _rng_split(df, holdout, seed)
-    if group not in df.columns:
-        raise DataError(f"column {group!r} not in the table; it has {list(df.columns)}")
+    rng = _rng_split(df, group, holdout, seed)
     if min_train < 1:
         raise DataError(f"min_train must be at least 1; got {min_train}")
     held = np.zeros(len(df), dtype=bool)
@@ -177,9 +195,7 @@ def split_by_group(df: pd.DataFrame, group: str, *, holdout: float = 0.2,
                    seed: int = 0) -> Tuple[pd.DataFrame, pd.DataFrame]:
     """Hold out whole groups: ``round(holdout * N)`` random groups (at least one, and at least one
     left for training) go to the holdout table."""
-    rng = _rng_split(df, holdout, seed)
-    if group not in df.columns:
-        raise DataError(f"column {group!r} not in the table; it has {list(df.columns)}")
+    rng = _rng_split(df, group, holdout, seed)
     labels = pd.unique(df[group])
     if len(labels) < 2:
         raise DataError(f"splitting by group needs at least 2 groups; the table has {len(labels)}")
@@ -246,9 +262,17 @@ def predictive_log_density(model: GroupVAE, context: GroupedData, query: Grouped
         query: the same ``N`` groups' held-out rows (``x (N, K*, d)``; a group may have none).
     Returns:
         ``(N, K*)`` log densities (0 at padded positions), in the units of ``x``.
+    Raises:
+        ConfigError: ``n_u`` or ``n_v`` below 1.
+        DataError: context and query of different groups, or not of the model's ``x_dim``.
     """
+    _check_count("n_u", n_u)
+    _check_count("n_v", n_v)
     if context.n_groups != query.n_groups:
         raise DataError(f"context and query must hold the same groups; got {context.n_groups} and {query.n_groups}")
+    for name, d in (("context", context), ("query", query)):
+        if d.x_dim != model.cfg.x_dim:
+            raise DataError(f"the model takes observations of x_dim={model.cfg.x_dim}; {name} has x_dim={d.x_dim}")
     device = next(model.parameters()).device
     ctx, qry = context.to(device), query.to(device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -338,6 +362,7 @@ class GroupModel:
         Returns the translated values (original units), indexed like the source rows of ``df``.
         """
         df = self.train_frame if df is None else df
+        _check_columns(df, self.group, self.values)
         known = set(df[self.group])
         for g in (source_group, target_group):
             if g not in known:
@@ -358,9 +383,22 @@ class GroupModel:
         ``group_code`` (default: the mean group code of the training groups, "an average group").
 
         This is the model's *group-adjusted* value of each row (e.g. a student's score had they been
-        at an average school), in original units and indexed like ``df``.
+        at an average school), in original units and indexed like ``df``. ``group_code`` has
+        ``u_dim`` numbers, e.g. ``group_codes().loc[label]`` for the group ``label``.
         """
         data, index = self.to_groups(df)
+        u_dim = self.model.cfg.u_dim
+        if group_code is not None:  # a wrong length would surface as a matrix-shape error in the decoder
+            try:
+                code = np.array(group_code, dtype=float)
+                got, ok = f"shape {code.shape}", code.size == u_dim and code.shape[-1:] == (u_dim,)
+                if ok and not np.isfinite(code).all():
+                    got, ok = "missing or infinite values", False
+            except (TypeError, ValueError):
+                got, ok = f"a non-numeric {type(group_code).__name__}", False
+            if not ok:
+                raise DataError(f"group_code must be {u_dim} finite numbers (the model's u_dim; e.g. "
+                                f"group_codes().loc[label]); got {got}")
         u, v = self._scorer().codes(data)
         ref = np.array(self.group_codes().mean() if group_code is None else group_code, dtype=float)
         device = next(self.model.parameters()).device
@@ -410,6 +448,9 @@ class GroupModel:
         ``n_u`` samples) shared equally by its rows. The change of units from the standardised
         scale adds ``-sum_j log std_j`` to every row.
         """
+        _check_columns(df, self.group, self.values)  # an empty table would give an empty score (NaN NLL)
+        _check_count("n_u", n_u)
+        _check_count("n_v", n_v)
         seen = df[self.group].isin(set(self.train_frame[self.group]))
         out = pd.Series(np.nan, index=df.index, dtype=float, name="log_density")
         jacobian = float(np.log(self.std.to_numpy()).sum())
@@ -435,29 +476,65 @@ class GroupModel:
         return float(-self.log_density(df, **kwargs).mean())
 
 
+def _overrides(arg: str, given, cls, fixed: Dict[str, Tuple[object, str]]) -> dict:
+    """``fit``'s own settings ``fixed`` (field -> (value, remedy)) with the overrides ``given`` for
+    fields of the dataclass ``cls``; ``{}`` in a remedy is filled with the overriding value.
+
+    An override may repeat a value fit sets but not contradict it: two values for one setting are
+    a mistake, and quietly preferring either would hide it.
+    """
+    given = {} if given is None else given
+    if not isinstance(given, dict):
+        raise ConfigError(f"{arg} must be a dict of {cls.__name__} fields; got {type(given).__name__}")
+    unknown = sorted(set(given) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ConfigError(f"{arg} has unknown {cls.__name__} field(s) {unknown}")
+    for name, (value, remedy) in fixed.items():
+        if name in given and given[name] != value:
+            raise ConfigError(f"{arg}[{name!r}]={given[name]!r} conflicts with fit's {name}={value!r}; "
+                              + remedy.format(repr(given[name])))
+    own = {name: value for name, (value, _) in fixed.items()}
+    return {**own, **given, **own}  # fit's own values, in its order, win over equal overrides
+
+
 def fit(df: pd.DataFrame, group: str, values: Sequence[str], *, preset: str = "cxvae", epochs: int = 200,
         batch_size: int = 16, seed: int = 0, device: str = "cpu", model: Optional[Dict] = None,
         train_options: Optional[Dict] = None, progress: bool = False) -> GroupModel:
     """Train a Group VAE preset on a long table and return a :class:`GroupModel`.
 
     The value columns are standardised (training mean 0, standard deviation 1) and modelled with
-    the MLP decoder: ``x_dim = len(values)``, ``u_dim = 2`` and ``v_dim = 1`` unless ``model``
+    the MLP decoder and ``x_dim = len(values)``; ``u_dim = 2`` and ``v_dim = 1`` unless ``model``
     overrides them (e.g. ``model=dict(v_dim=2)``).
 
     Args:
-        df: one row per observation; ``group`` names its group, ``values`` its numeric columns.
+        df: one row per observation; ``group`` names its group, ``values`` its numeric columns
+            (one name or a list).
         preset: a name of :data:`cxvae.config.PRESETS` (``ml-vae``, ``gvae``, ``gvae-ad``, ``cxvae``, ...).
-        epochs: passes over the training groups; ``batch_size``: groups per step.
+        epochs: passes over the training groups; ``batch_size``: groups per step (both at least 1).
         seed: seeds the model's initialisation and the batches (CPU runs are repeatable).
         device: ``cpu``, ``cuda`` or ``auto``.
-        model: overrides of :class:`cxvae.config.ModelConfig` fields.
+        model: overrides of :class:`cxvae.config.ModelConfig` fields. ``decoder`` (``'mlp'``) and
+            ``x_dim`` (the number of value columns) are set by ``fit``: an override may only repeat them.
         train_options: overrides of :class:`cxvae.config.TrainConfig` fields (e.g. ``lr``).
+            ``epochs`` and ``batch_size`` are set by ``fit``'s own arguments: pass them there (an
+            override may only repeat them).
     Raises:
         DataError: for a table the model cannot use (see :func:`groups_from_dataframe`), a
             constant value column, or fewer than 2 groups.
+        ConfigError: an unknown preset or field, an override that contradicts ``fit``'s own
+            setting, or ``epochs`` or ``batch_size`` below 1.
     """
     values = _check_columns(df, group, values)
-    overrides = dict(decoder="mlp", x_dim=len(values), **(model or {}))
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if int(value) < 1:  # 0 epochs would quietly return an untrained model
+            raise ConfigError(f"{name} must be at least 1; got {value}")
+    overrides = _overrides("model", model, ModelConfig, dict(
+        decoder=("mlp", "tables always use the 'mlp' decoder ('true' is the simulated exam scores'): "
+                        "leave decoder out of model"),
+        x_dim=(len(values), "x_dim is the number of value columns: leave it out of model")))
+    train_overrides = _overrides("train_options", train_options, TrainConfig, dict(
+        epochs=(int(epochs), "pass epochs={} to fit itself, not in train_options"),
+        batch_size=(int(batch_size), "pass batch_size={} to fit itself, not in train_options")))
     model_cfg = model_preset(preset, **overrides)
     mean, std = df[values].mean(), df[values].std(ddof=0)
     constant = [c for c in values if not std[c] > 0]
@@ -468,8 +545,7 @@ def fit(df: pd.DataFrame, group: str, values: Sequence[str], *, preset: str = "c
     data, _ = groups_from_dataframe(scaled, group, values, min_group_size=model_cfg.min_group_size, what=what)
     if data.n_groups < 2:
         raise DataError(f"a Group VAE needs at least 2 groups to learn what differs between them; got {data.n_groups}")
-    cfg = make_run_config(preset, seed=seed, scale="smoke", device=device, model=overrides,
-                          train=dict(epochs=int(epochs), batch_size=int(batch_size), **(train_options or {})))
+    cfg = make_run_config(preset, seed=seed, scale="smoke", device=device, model=overrides, train=train_overrides)
     resolve_device(device)
     result = train(cfg, splits=dict(train=data), progress=progress)
     return GroupModel(result.model, cfg, result.history, group, values, mean, std, df)
@@ -483,6 +559,11 @@ def group_structure(model: GroupModel, df: pd.DataFrame, labels: pd.DataFrame) -
     predicting every column of ``labels`` (one row per group label) from the group code ``u_i``
     and from the group's mean instance code ``mean_k v_ik``. Rows ``u`` and ``mean v``."""
     u = model.group_codes(df)
+    if not isinstance(labels, pd.DataFrame):
+        raise DataError(f"labels must be a DataFrame with one row per group label; got {type(labels).__name__}")
+    missing = u.index.difference(labels.index)
+    if len(missing):
+        raise DataError(f"labels has no row for {len(missing)} group(s) of the table, e.g. {missing[:5].tolist()}")
     v_mean = model.instance_codes(df).groupby(df[model.group]).mean().loc[u.index]
     labels = labels.loc[u.index]
     return pd.DataFrame({c: [nearest_centroid_accuracy(u.to_numpy(), labels[c].to_numpy()),
@@ -497,9 +578,11 @@ def nearest_centroid_accuracy(codes, labels) -> float:
     standardised to unit variance) is nearest. A code that carries no information about the
     labels scores about ``1 / n_classes``; one that separates them, 1.
     """
-    z = np.asarray(codes, dtype=float).reshape(len(labels), -1)
+    z, labels = np.atleast_1d(np.asarray(codes, dtype=float)), np.asarray(labels)
+    if len(labels) == 0 or len(z) != len(labels):  # not a reshape error, nor a division by zero rows
+        raise DataError(f"need one code (row of codes) per label; got {len(z)} codes and {len(labels)} labels")
+    z = z.reshape(len(labels), -1)
     z = (z - z.mean(0)) / np.where(z.std(0) > 0, z.std(0), 1.0)
-    labels = np.asarray(labels)
     classes = np.unique(labels)
     onehot = labels[:, None] == classes[None, :]  # (n, C)
     sums, counts = onehot.T.astype(float) @ z, onehot.sum(0).astype(float)  # (C, d), (C,)

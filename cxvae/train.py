@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from .config import ConfigError, RunConfig
-from .data import GroupBatchLoader, GroupedData, generate_exam_scores
+from .data import DataError, GroupBatchLoader, GroupedData, generate_exam_scores
 from .model import GroupVAE
 from .noise import TRAIN, VALID, seed_words, step_noise, word
 
@@ -36,10 +37,10 @@ def resolve_device(name: str = "auto") -> torch.device:
     """``'auto'`` -> CUDA if available else CPU; ``'cpu'``/``'cuda'``/``'cuda:N'`` as given."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not isinstance(name, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", name):
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} was asked for but CUDA is not available here; use --device cpu")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
     return torch.device(name)
 
 
@@ -400,8 +401,8 @@ def train_seeds(cfg: RunConfig, seeds: Sequence[int], splits: Optional[Dict[str,
         raise ConfigError(f"train_seeds needs distinct seeds; got {seeds}")
     device = resolve_device(cfg.device)
     splits = splits if splits is not None else make_splits(cfg.data)
+    _check_splits(splits, cfg)
     train_data = splits["train"]
-    GroupVAE(cfg.model).check_batch(train_data)
     tc = cfg.train
     if cuda_graphs and device.type != "cuda":
         raise ConfigError(f"cuda_graphs needs a CUDA device; this run is on {device}")
@@ -409,7 +410,8 @@ def train_seeds(cfg: RunConfig, seeds: Sequence[int], splits: Optional[Dict[str,
     data_on_device = train_data.to(device)
     valid_data = splits["valid"].to(device) if "valid" in splits else None  # splits may be on the CPU
     loader = GroupBatchLoader(data_on_device, tc.batch_size, shuffle=True, bucket=True, k_multiple=8 if cuda_graphs else 1,
-                              drop_last=train_data.n_groups >= 2 * tc.batch_size, seed=tc.shuffle_seed)
+                              drop_last=train_data.n_groups >= 2 * tc.batch_size, seed=tc.shuffle_seed,
+                              min_batch=2 if cfg.model.regulariser != "none" else 1)
     total_steps = max(1, tc.epochs * len(loader))
     opt, critic_opt, schedulers = make_optimisers(stack, tc, total_steps, cuda_graphs)
     train_step_fn = make_step(stack, opt, critic_opt, tc, cuda_graphs)
@@ -451,6 +453,28 @@ def train_seeds(cfg: RunConfig, seeds: Sequence[int], splits: Optional[Dict[str,
     seconds = (time.perf_counter() - start) / len(seeds)
     return [TrainResult(stack.model(i), pd.DataFrame(histories[i]), seconds, dataclasses.replace(cfg, seed=seed))
             for i, seed in enumerate(seeds)]
+
+
+def _check_splits(splits, cfg: RunConfig) -> None:
+    """Raise :class:`~cxvae.data.DataError` unless ``splits`` is a dict with a ``'train'``
+    :class:`GroupedData` (and optionally ``'valid'``) that the model of ``cfg`` can train on."""
+    if not isinstance(splits, dict) or "train" not in splits:
+        raise DataError("splits must be a dict with a 'train' entry (and optionally 'valid'), each a GroupedData "
+                        f"(e.g. from cxvae.data.from_groups); got {type(splits).__name__}"
+                        + (f" with keys {sorted(splits)}" if isinstance(splits, dict) else ""))
+    model = GroupVAE(cfg.model)
+    for name in ("train", "valid"):
+        if name in splits:
+            if not isinstance(splits[name], GroupedData):
+                raise DataError(f"splits[{name!r}] must be a GroupedData (e.g. from cxvae.data.from_groups); "
+                                f"got {type(splits[name]).__name__}")
+            try:
+                model.check_batch(splits[name], training=name == "train")
+            except DataError as err:
+                raise DataError(f"the {name!r} split: {err}") from None
+    if cfg.model.regulariser != "none" and cfg.train.batch_size < 2:
+        raise DataError(f"the {cfg.model.regulariser!r} regulariser pairs each group with another group of its "
+                        f"batch; use a batch size of at least 2 (got {cfg.train.batch_size})")
 
 
 def save_checkpoint(path, model: GroupVAE, cfg: RunConfig) -> None:

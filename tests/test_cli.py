@@ -94,3 +94,78 @@ def test_module_runs_as_a_script(tmp_path):
                           cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr
     _assert_run_written(tmp_path / "run")
+
+
+def _one_line_error(capsys, *words):
+    """The command printed one line to stderr holding ``words``, and no traceback."""
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert all(w in err for w in words), err
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--epochs", "0"], "epochs must be at least 1"),
+    (["--batch-size", "0"], "batch_size must be at least 1"),
+    (["--lr", "-1"], "lr must be a finite number > 0"),
+    (["--reg-weight", "-0.5"], "reg_weight must be"),
+    (["--seed", "-1"], "seed must be at least 0"),
+])
+def test_bad_training_settings_exit_2_before_writing(tmp_path, capsys, flags, words):
+    """Settings that cannot train are refused before model.pt is written (0 epochs used to write
+    an untrained model, then crash)."""
+    assert main(["train", *SMOKE, *flags, "--out", str(tmp_path / "run")]) == 2
+    _one_line_error(capsys, words)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("stacks, words", [("0", "stack sizes"), ("a", "--stacks 'a'"), ("1,-", "--stacks")])
+def test_bench_bad_stacks_exit_2_naming_the_option(capsys, stacks, words):
+    assert main(["bench", "--stacks", stacks, "--presets", "ml-vae", "--scale", "smoke", "--steps", "1",
+                 "--device", "cpu"]) == 2
+    _one_line_error(capsys, words)
+
+
+@pytest.mark.parametrize("strengths", ["nan", "-1", "0,inf"])
+def test_strength_bad_strengths_exit_2_before_any_folder(tmp_path, capsys, strengths):
+    assert main(["strength", "--strengths", strengths, "--presets", "ml-vae", "--seeds", "0", "--scale", "smoke",
+                 "--device", "cpu", "--quiet", "--out", str(tmp_path / "s")]) == 2
+    _one_line_error(capsys, "group strength c")
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("flags", [
+    pytest.param(["--device", "cuda"], marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is here")),
+    ["--device", "cpu", "--cuda-graphs"],
+])
+def test_sweep_that_cannot_run_records_nothing(tmp_path, capsys, flags):
+    """A sweep refused for its device leaves no config.json claiming it ran."""
+    assert main(["sweep", "--presets", "ml-vae", "--seeds", "0", "--quiet", *flags, "--out", str(tmp_path / "d")]) == 2
+    _one_line_error(capsys, "cuda")
+    assert not (tmp_path / "d" / "config.json").exists()
+
+
+@pytest.mark.parametrize("text, words", [("", "is empty"), ("preset,seed\n", "holds no runs"),
+                                         ("name,seed\na,0\n", "no 'preset' column")])
+def test_summary_and_merge_of_unreadable_runs_exit_2(tmp_path, capsys, text, words):
+    """An empty, header-only or foreign runs.csv is one line naming the file, for summary and merge."""
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "runs.csv").write_text(text)
+    assert main(["summary", "--out", str(study)]) == 2
+    _one_line_error(capsys, str(study / "runs.csv"), words)
+    if text == "":
+        other = tmp_path / "other"
+        other.mkdir()
+        (other / "runs.csv").write_text("preset,seed\nml-vae,0\n")
+        for src, dest in ((study, other), (other, study)):
+            assert main(["merge", str(src), "--into", str(dest)]) == 2
+            _one_line_error(capsys, str(study / "runs.csv"), "is empty")
+
+
+def test_bugs_are_not_hidden_as_user_errors(monkeypatch):
+    """Only the library's user-error types become one-line messages; anything else keeps its traceback."""
+    import cxvae.runner
+
+    monkeypatch.setattr(cxvae.runner, "main_sweep_summary", lambda out: {}["bug"])
+    with pytest.raises(KeyError):
+        main(["summary", "--out", "anywhere"])

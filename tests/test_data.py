@@ -301,15 +301,18 @@ def test_validate_rejects_non_left_aligned_mask():
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 def test_validate_rejects_non_finite_values(bad):
-    """A NaN or infinite observation raises DataError; the same value at a padded position is fine."""
+    """A NaN or infinite observation raises DataError, and so does the same value at a padded
+    position (the models mask padding by multiplying with 0, and NaN x 0 is NaN)."""
     d = generate_exam_scores(8, seed=16)
     x = d.x.clone()
     x[3, 0, 0] = bad
-    with pytest.raises(DataError, match="NaN or infinite"):
+    with pytest.raises(DataError, match="observation.* contain NaN or infinite"):
         GroupedData(x, d.mask).validate()
     padded = d.pad_to(d.x.shape[1] + 1)
-    padded.x[0, -1, 0] = bad
     padded.validate()
+    padded.x[0, -1, 0] = bad
+    with pytest.raises(DataError, match="padded positions of x hold NaN or infinite"):
+        padded.validate()
 
 
 def test_check_batch_rejects_two_dimensional_x():

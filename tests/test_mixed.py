@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from cxvae.config import ConfigError
 from cxvae.data import DataError
 from cxvae.mixed import compare_presets, fit_mixed, multiple_correlation, rank_agreement, summarise_runs
 from cxvae.tabular import load_exam
@@ -142,13 +143,15 @@ def test_adjusted_removes_the_group_effect():
     np.testing.assert_allclose(m.adjusted(), expected)
 
 
-def test_compare_presets_tiny():
-    """One preset, one seed, two epochs: the runs table has every score and its interval."""
+@pytest.mark.parametrize("presets, seeds", [(["gvae"], [0]), ("gvae", 0)])
+def test_compare_presets_tiny(presets, seeds):
+    """One preset, one seed, two epochs: the runs table has every score and its interval. A single
+    preset name or seed is one run, not one per letter."""
     df, _, _ = _simulate(n_groups=12, size=8, seed=6)
     held = df.groupby("group").tail(2)
     train = df.drop(held.index)
     m = fit_mixed(train, "y", "group")
-    models, runs = compare_presets(train, held, group="group", values=["y"], presets=["gvae"], seeds=[0],
+    models, runs = compare_presets(train, held, group="group", values="y", presets=presets, seeds=seeds,
                                    epochs=2, effects=m.group_effects(), residuals=m.residuals().to_frame(),
                                    n_boot=20)
     assert list(models) == [("gvae", 0)] and len(runs) == 1
@@ -157,3 +160,53 @@ def test_compare_presets_tiny():
     for name in ("u~intercept", "v~residual"):
         assert 0 <= row[f"{name} low"] <= row[f"{name} high"] <= 1 and 0 <= row[name] <= 1
     assert summarise_runs(runs, ["holdout_nll"]).index.tolist() == ["gvae"]
+    assert summarise_runs(runs, "holdout_nll").equals(summarise_runs(runs, ["holdout_nll"]))
+
+
+def test_single_column_names_are_one_column():
+    """A covariate or random slope named by one string is that column, not its letters."""
+    df, _, _ = _simulate(n_groups=8, size=6, slope_sd=0.3, seed=7)
+    listed = fit_mixed(df, "y", "group", ["t"], ["t"])
+    named = fit_mixed(df, "y", "group", "t", "t")
+    assert named.covariates == ["t"] and named.random_slopes == ["t"]
+    np.testing.assert_array_equal(named.beta, listed.beta)
+    with pytest.raises(DataError, match=r"column\(s\) \['age'\] not in the table"):
+        fit_mixed(df, "y", "group", "age")
+    with pytest.raises(DataError, match="the response 'y' cannot also be a covariate"):
+        fit_mixed(df, "y", "group", "y")
+
+
+def test_model_input_errors():
+    df, _, _ = _simulate(n_groups=6, size=5, seed=8)
+    m = fit_mixed(df[df.group < 5], "y", "group", covariates=["t"])
+    with pytest.raises(DataError, match="no rows"):
+        m.holdout_nll(df.iloc[:0])
+    with pytest.raises(DataError, match="not fitted on"):
+        m.adjusted(df)  # group 5 is new: was a KeyError
+    with pytest.raises(DataError, match="not in the table"):
+        m.translate(0, 1, df=df[["y", "t"]])
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: multiple_correlation(np.zeros(5), np.zeros((4, 2))), DataError, "got 4 codes and 5 targets"),
+    (lambda: multiple_correlation([], []), DataError, "got 0 codes and 0 targets"),
+    (lambda: multiple_correlation(np.arange(5.0), np.arange(5.0), clusters=[0, 1]), DataError,
+     "one cluster per row; got 2 for 5 rows"),
+    (lambda: multiple_correlation(np.arange(5.0), np.arange(5.0), n_boot=0), ConfigError, "n_boot must be"),
+    (lambda: multiple_correlation(np.arange(5.0), np.arange(5.0), level=95), ConfigError, "level must be"),
+    (lambda: rank_agreement(np.arange(5.0), np.arange(4.0)), DataError, "got 5 and 4 values"),
+    (lambda: rank_agreement(np.arange(5.0), np.arange(5.0), top=0.0), ConfigError, "top must be"),
+])
+def test_comparison_input_errors(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_compare_presets_checks_the_reference_tables_before_training():
+    df, _, _ = _simulate(n_groups=6, size=5, seed=9)
+    m = fit_mixed(df, "y", "group")
+    kwargs = dict(group="group", values="y", presets="gvae", seeds=0, epochs=1, n_boot=2)
+    with pytest.raises(DataError, match=r"effects has no row for 1 training group\(s\), e.g. \[5\]"):
+        compare_presets(df, df, effects=m.group_effects().drop(5), residuals=m.residuals().to_frame(), **kwargs)
+    with pytest.raises(DataError, match=r"residuals has no row for 2 training row\(s\)"):
+        compare_presets(df, df, effects=m.group_effects(), residuals=m.residuals().iloc[2:].to_frame(), **kwargs)

@@ -225,3 +225,99 @@ def test_adjusted_scores_and_diagnostics():
     labels = df.groupby("school")[["school"]].first().rename(columns={"school": "label"})
     table = group_structure(model, df, labels)
     assert list(table.index) == ["u", "mean v"] and table.loc["u", "label"] <= 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Input checks: one clear error instead of a TypeError, NaN or torch shape error
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_model():
+    df = _random_intercept_table(n_groups=6, size=(4, 6))
+    return df, fit(df, group="school", values="score", preset="gvae", epochs=1, seed=0)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(model=dict(decoder="true")), r"model\['decoder'\]='true' conflicts with fit's decoder='mlp'"),
+    (dict(model=dict(x_dim=3)), r"model\['x_dim'\]=3 conflicts with fit's x_dim=1; x_dim is the number of value"),
+    (dict(train_options=dict(epochs=3)), r"conflicts with fit's epochs=1; pass epochs=3 to fit itself"),
+    (dict(train_options=dict(batch_size=4)), r"conflicts with fit's batch_size=16; pass batch_size=4 to fit"),
+    (dict(model=dict(z_dim=2)), r"unknown ModelConfig field\(s\) \['z_dim'\]"),
+    (dict(train_options=dict(learning_rate=0.1)), r"unknown TrainConfig field\(s\) \['learning_rate'\]"),
+    (dict(model="mlp"), "model must be a dict"),
+    (dict(epochs=0), "epochs must be at least 1"),
+    (dict(batch_size=0), "batch_size must be at least 1"),
+])
+def test_fit_overrides_that_contradict_fit(kwargs, match):
+    """fit sets decoder and x_dim from the table and epochs/batch_size from its own arguments:
+    an override that contradicts them is a ConfigError naming the remedy, not a TypeError."""
+    df = _random_intercept_table(n_groups=4)
+    with pytest.raises(ConfigError, match=match):
+        fit(df, group="school", values=["score"], **{"epochs": 1, **kwargs})
+
+
+def test_fit_overrides_that_repeat_fit_are_accepted():
+    df = _random_intercept_table(n_groups=4)
+    m = fit(df, group="school", values=["score", "intake"], preset="gvae", epochs=1, batch_size=2,
+            model=dict(decoder="mlp", x_dim=2, v_dim=2), train_options=dict(epochs=1, batch_size=2, lr=1e-3))
+    assert (m.config.model.x_dim, m.config.model.v_dim, m.config.model.decoder) == (2, 2, "mlp")
+    assert (m.config.train.epochs, m.config.train.batch_size, m.config.train.lr) == (1, 2, 1e-3)
+
+
+def test_scoring_errors(tiny_model):
+    df, model = tiny_model
+    with pytest.raises(DataError, match="no rows"):
+        model.holdout_nll(df.iloc[:0])  # was nan
+    with pytest.raises(DataError, match=r"column\(s\) \['school'\] not in the table"):
+        model.log_density(df[["score"]])
+    for count in ("n_u", "n_v"):
+        for bad in (0, -1, 2.5):
+            with pytest.raises(ConfigError, match=f"{count} must be a whole number of at least 1"):
+                model.log_density(df, **{count: bad})
+    with pytest.raises(DataError, match="not in the table"):
+        model.translate("g00", "g01", df=df[["score"]])
+
+
+@pytest.mark.parametrize("code, match", [
+    ([0.0, 0.0, 0.0], r"2 finite numbers .*got shape \(3,\)"),
+    (0.0, r"got shape \(\)"),
+    ([0.0, np.nan], "missing or infinite"),
+    ("g01", "non-numeric str"),
+])
+def test_adjusted_group_code_must_fit_the_model(tiny_model, code, match):
+    df, model = tiny_model
+    with pytest.raises(DataError, match=match):
+        model.adjusted(df, group_code=code)
+
+
+def test_predictive_log_density_errors():
+    model = GroupVAE(model_preset("gvae", decoder="mlp")).eval()
+    one = groups_from_dataframe(pd.DataFrame({"g": [0, 0], "x": [0.1, 0.2]}), "g", "x")[0]
+    two = groups_from_dataframe(pd.DataFrame({"g": [0, 0], "x": [0.1, 0.2], "y": 1.0}), "g", ["x", "y"])[0]
+    with pytest.raises(ConfigError, match="n_u must be a whole number of at least 1; got 0"):
+        predictive_log_density(model, one, one, n_u=0)
+    with pytest.raises(DataError, match="x_dim=1; query has x_dim=2"):
+        predictive_log_density(model, one, two)
+
+
+@pytest.mark.parametrize("split", [split_within_groups, split_by_group])
+def test_split_table_errors(split):
+    """An empty table says so (not min_train or 'at least 2 groups'); rows without a group
+    are not quietly put into training."""
+    df = _random_intercept_table(n_groups=4)
+    with pytest.raises(DataError, match="the table has no rows"):
+        split(df.iloc[:0], "school")
+    with pytest.raises(DataError, match="1 row\\(s\\) have no group"):
+        split(df.assign(school=df.school.mask(df.index == df.index[0])), "school")
+    with pytest.raises(DataError, match="pandas DataFrame"):
+        split(df.to_dict(), "school")
+
+
+def test_group_structure_and_accuracy_errors(tiny_model):
+    df, model = tiny_model
+    labels = df.groupby("school")[["school"]].first()
+    with pytest.raises(DataError, match=r"labels has no row for 1 group\(s\).*\['g05'\]"):
+        group_structure(model, df, labels.drop("g05"))
+    with pytest.raises(DataError, match="got 3 codes and 2 labels"):
+        nearest_centroid_accuracy(np.zeros((3, 2)), ["a", "b"])
+    with pytest.raises(DataError, match="got 0 codes and 0 labels"):
+        nearest_centroid_accuracy(np.zeros((0, 2)), [])

@@ -145,7 +145,7 @@ def test_resolve_device():
     """'cpu' and 'auto' resolve; nonsense names raise ValueError listing the valid ones."""
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type in ("cpu", "cuda")
-    for name in ("gpu", "tpu", "CPU"):
+    for name in ("gpu", "tpu", "CPU", "cudax", "cuda:", "cuda:a", None, 0):
         with pytest.raises(ValueError, match="auto, cpu, cuda"):
             resolve_device(name)
 
