@@ -10,7 +10,6 @@ scoring (every metric, probes included) per run, one run alone and ``stack`` run
 """
 from __future__ import annotations
 
-import numbers
 import time
 from typing import Sequence
 
@@ -18,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import ConfigError, make_run_config
+from .config import ConfigError, make_run_config, require_int
 from .data import GroupBatchLoader, generate_exam_scores
 from .evaluation import ModelScorer
 from .model import GroupVAE
@@ -29,12 +28,12 @@ __all__ = ["training_throughput", "benchmark_table", "scoring_seconds", "scoring
 
 
 def _check_stacks(stacks: Sequence[int]) -> list:
-    """Stack sizes (seeds trained at once) as a list, all checked before anything is timed: a stack
-    of 0 seeds has nothing to time (it failed with an IndexError)."""
+    """Stack sizes (seeds trained at once) as a list of ints, all checked before anything is timed:
+    a stack of 0 seeds has nothing to time (it failed with an IndexError)."""
     stacks = list(stacks)
-    if not stacks or any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1 for n in stacks):
-        raise ConfigError(f"stack sizes must be integers >= 1; got {stacks}")
-    return stacks
+    if not stacks:
+        raise ConfigError("name at least one stack size")
+    return [require_int("a stack size", n, 1) for n in stacks]
 
 
 def _sync(device: torch.device) -> None:
@@ -90,8 +89,7 @@ def benchmark_table(presets: Sequence[str], scale: str = "paper", device: str = 
     seeds (``cuda_graphs`` and ``repeats`` as in :func:`training_throughput`; with ``repeats > 1``
     the median window, and the slowest and fastest window's groups/s in two more columns)."""
     stacks = _check_stacks(stacks)
-    if isinstance(seeds, bool) or not isinstance(seeds, numbers.Integral) or seeds < 1:
-        raise ConfigError(f"the cost estimate needs seeds >= 1; got {seeds!r}")
+    seeds = require_int("seeds (of the cost estimate)", seeds, 1)
     rows = []
     for preset in presets:
         cfg = make_run_config(preset, scale=scale, device=device)

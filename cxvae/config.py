@@ -27,6 +27,7 @@ __all__ = [
     "ModelConfig", "DataConfig", "TrainConfig", "EvalConfig", "RunConfig",
     "GROUP_ENCODERS", "INSTANCE_ENCODERS", "REGULARISERS", "DECODERS",
     "PRESETS", "SCALES", "ConfigError", "model_preset", "scale_preset", "make_run_config", "check_seed",
+    "require_int", "require_real",
 ]
 
 GROUP_ENCODERS = ("average", "product", "product-corrected", "deepsets")
@@ -45,19 +46,28 @@ def _choose(kind: str, name: str, valid) -> str:
     return name
 
 
-def _require_int(name: str, value: Any, low: int, high: int | None = None) -> None:
-    """``value`` is an integer in ``[low, high)``: a float (2.5 epochs) or a bool would otherwise
-    fail deep inside training, or not at all (0 epochs trains nothing)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+def require_int(name: str, value: Any, low: int, high: int | None = None) -> int:
+    """``value`` as an ``int`` in ``[low, high)``, or a :class:`ConfigError` naming ``name``.
+
+    Whole-number floats (``64.0``, ``2e2`` from a JSON file) count as integers; a fraction (2.5
+    epochs) or a bool would otherwise fail deep inside training, or not at all (0 epochs trains
+    nothing).
+    """
+    whole = isinstance(value, numbers.Integral) or (isinstance(value, numbers.Real) and math.isfinite(value)
+                                                     and float(value).is_integer())
+    if isinstance(value, bool) or not whole:
         raise ConfigError(f"{name} must be an integer; got {value!r}")
+    value = int(value)
     if value < low:
         raise ConfigError(f"{name} must be at least {low}; got {value}")
     if high is not None and value >= high:
         raise ConfigError(f"{name} must be below {high}; got {value}")
+    return value
 
 
-def _require_real(name: str, value: Any, ok, what: str) -> None:
-    """``value`` is a finite number for which ``ok(value)`` holds (``what`` says which, for the message)."""
+def require_real(name: str, value: Any, ok, what: str) -> None:
+    """``value`` is a finite number for which ``ok(value)`` holds, or a :class:`ConfigError`
+    naming ``name`` (``what`` says what ``ok`` asks, for the message, e.g. ``'> 0'``)."""
     real = isinstance(value, numbers.Real) and not isinstance(value, bool)
     if not (real and math.isfinite(value) and ok(value)):
         raise ConfigError(f"{name} must be a finite number {what}; got {value!r}")
@@ -72,9 +82,9 @@ def _build(cls, section: str, values: Dict[str, Any]):
     return cls(**values)
 
 
-def check_seed(seed: Any) -> None:
-    """A model seed is an integer in [0, 2^32): the seeded noise (:mod:`cxvae.noise`) takes no other."""
-    _require_int("seed", seed, 0, 1 << 32)
+def check_seed(seed: Any) -> int:
+    """A model seed as an ``int`` in [0, 2^32): the seeded noise (:mod:`cxvae.noise`) takes no other."""
+    return require_int("seed", seed, 0, 1 << 32)
 
 
 @dataclass
@@ -107,7 +117,7 @@ class ModelConfig:
         _choose("regulariser", self.regulariser, REGULARISERS)
         _choose("decoder", self.decoder, DECODERS)
         for name in ("x_dim", "u_dim", "v_dim", "hidden", "depth"):
-            _require_int(name, getattr(self, name), 1)
+            setattr(self, name, require_int(name, getattr(self, name), 1))
         if self.decoder == "true" and (self.x_dim, self.u_dim, self.v_dim) != (1, 2, 1):
             raise ConfigError("the 'true' exam-scores decoder needs x_dim=1, u_dim=2, v_dim=1; "
                               f"got x_dim={self.x_dim}, u_dim={self.u_dim}, v_dim={self.v_dim} (use decoder='mlp')")
@@ -118,6 +128,12 @@ class ModelConfig:
     def min_group_size(self) -> int:
         """Smallest group the model accepts: the MINE regularisers pair an observation with
         another one of the same group, so they need two."""
+        return 2 if self.regulariser != "none" else 1
+
+    @property
+    def min_batch_groups(self) -> int:
+        """Fewest groups a training batch may hold: the MINE regularisers pair each group with
+        another group of its batch, so they need two."""
         return 2 if self.regulariser != "none" else 1
 
 
@@ -134,6 +150,17 @@ class DataConfig:
     noise_std: float = 0.1
     group_strength: float = 1.0  # c of cxvae.strength; 1 = the paper's data
     seed: int = 20_240_601
+
+    def __post_init__(self) -> None:
+        # checked here so that a sweep refuses a bad setting before it writes anything
+        self.n_train = require_int("n_train", self.n_train, 1)
+        self.n_valid = require_int("n_valid", self.n_valid, 0)
+        self.n_holdout = require_int("n_holdout", self.n_holdout, 0)
+        self.min_size = require_int("min_size", self.min_size, 1)
+        self.seed = require_int("data seed", self.seed, 0)
+        require_real("mean_extra_size", self.mean_extra_size, lambda v: v >= 0, ">= 0")
+        require_real("noise_std", self.noise_std, lambda v: v > 0, "> 0")
+        require_real("group_strength", self.group_strength, lambda v: v >= 0, ">= 0 (the group strength c)")
 
 
 @dataclass
@@ -156,12 +183,13 @@ class TrainConfig:
     def __post_init__(self) -> None:
         # 0 epochs would return an untrained model as if trained, and torch's own errors for a bad
         # lr come with a traceback from deep inside training
-        _require_int("epochs", self.epochs, 1)
-        _require_int("batch_size", self.batch_size, 1)
+        self.epochs = require_int("epochs", self.epochs, 1)
+        self.batch_size = require_int("batch_size", self.batch_size, 1)
         for name in ("lr", "critic_lr", "grad_clip"):
-            _require_real(name, getattr(self, name), lambda v: v > 0, "> 0")
-        _require_real("reg_weight", self.reg_weight, lambda v: v >= 0, ">= 0")
-        _require_real("lr_decay_to", self.lr_decay_to, lambda v: 0 <= v <= 1, "between 0 and 1")
+            require_real(name, getattr(self, name), lambda v: v > 0, "> 0")
+        require_real("reg_weight", self.reg_weight, lambda v: v >= 0, ">= 0")
+        require_real("lr_decay_to", self.lr_decay_to, lambda v: 0 <= v <= 1, "between 0 and 1")
+        self.shuffle_seed = require_int("shuffle_seed", self.shuffle_seed, 0)
 
 
 @dataclass
@@ -190,7 +218,7 @@ class RunConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        check_seed(self.seed)
+        self.seed = check_seed(self.seed)
         if self.model.decoder == "true" and self.model.group_strength != self.data.group_strength:
             raise ConfigError(f"the 'true' decoder has group_strength={self.model.group_strength} but the data "
                               f"have {self.data.group_strength}; set both (make_run_config copies the data's)")

@@ -286,8 +286,9 @@ class GroupBatchLoader:
         drop_last: drop a final incomplete batch.
         k_multiple: pad each batch to a multiple of this many positions (at most the data's
             K_max), so that batches come in fewer shapes (for CUDA graphs; padding changes no result).
-        min_batch: a final batch with fewer groups than this joins the batch before it (the
-            regularisers pair each group with another group of its batch, so training asks for 2).
+        min_batch: a final batch with fewer groups than this joins the batch before it (training
+            asks for :attr:`cxvae.config.ModelConfig.min_batch_groups`). Batches are otherwise as
+            with ``min_batch=1``.
     """
 
     def __init__(self, data: GroupedData, batch_size: int, *, shuffle: bool = True, bucket: bool = True,
@@ -298,8 +299,7 @@ class GroupBatchLoader:
         if k_multiple < 1:
             raise DataError(f"k_multiple (the padding multiple) must be at least 1; got {k_multiple}")
         if not 1 <= min_batch <= batch_size:
-            raise DataError(f"batches of {batch_size} group(s) cannot hold the {min_batch} groups "
-                            "the model pairs within a batch; use a batch size of at least that")
+            raise DataError(f"min_batch must be between 1 and batch_size={batch_size}; got {min_batch}")
         self.min_batch = int(min_batch)
         self.data, self.batch_size, self.shuffle, self.bucket = data, int(batch_size), shuffle, bucket
         self.bucket_window, self.drop_last, self.k_multiple = bucket_window, drop_last, int(k_multiple)

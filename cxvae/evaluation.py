@@ -80,11 +80,15 @@ class ModelScorer:
     def translation(self, data: GroupedData, target: torch.Tensor) -> torch.Tensor:
         """Instance codes of group i decoded with the group code of group ``target[i]``
         (paper section 5.1), ``(N, K_max, x_dim)``."""
+        target = torch.as_tensor(target).cpu()
+        if target.shape != (data.n_groups,) or target.is_floating_point() or target.dtype == torch.bool:
+            raise DataError(f"target must be {data.n_groups} integer group indices, shape ({data.n_groups},); "
+                            f"got {target.dtype} of shape {tuple(target.shape)}")
+        if len(target) and (int(target.min()) < 0 or int(target.max()) >= data.n_groups):
+            raise DataError(f"target indices must lie in [0, {data.n_groups}); got {int(target.min())} to "
+                            f"{int(target.max())}")
+        target = target.long()
         u_code, v_code = self.codes(data)
-        target = torch.as_tensor(target, dtype=torch.long).cpu()
-        if target.shape != (data.n_groups,) or bool(((target < 0) | (target >= data.n_groups)).any()):
-            raise DataError(f"target must hold one group index in [0, {data.n_groups}) per group, shape "
-                            f"({data.n_groups},); got shape {tuple(target.shape)}")
         out = []
         for start in range(0, data.n_groups, self.batch_size):
             idx = torch.arange(start, min(start + self.batch_size, data.n_groups))

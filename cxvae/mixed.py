@@ -244,7 +244,7 @@ def multiple_correlation(target, codes, clusters=None, n_boot: int = 1000, seed:
     Returns:
         ``dict(r=..., low=..., high=...)``.
     """
-    _check_count("n_boot", n_boot)
+    n_boot = _check_count("n_boot", n_boot)
     if not 0.0 < level < 1.0:
         raise ConfigError(f"level must be strictly between 0 and 1; got {level}")
     y = np.asarray(target, dtype=float).reshape(-1)

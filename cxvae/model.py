@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import ModelConfig
+from .config import ModelConfig, RunConfig
 from .data import DataError, GroupedData, exam_scores_mean
 from .noise import TRAIN, step_noise
 from .regularisers import make_regulariser, pairs_from_uniforms
@@ -285,9 +285,9 @@ class GroupVAE(nn.Module):
         if batch.x.dtype != dtype:
             raise DataError(f"the model's parameters are {dtype} but the observations are {batch.x.dtype}; "
                             f"convert them with x.to({dtype})")
-        if pairs and batch.n_groups < 2:
+        if training and batch.n_groups < self.cfg.min_batch_groups:
             raise DataError(f"the {self.cfg.regulariser!r} regulariser pairs each group with another group; "
-                            f"it needs at least 2 groups, got {batch.n_groups}")
+                            f"it needs at least {self.cfg.min_batch_groups} groups, got {batch.n_groups}")
 
     # -- inference ----------------------------------------------------------------------------
     def draw_noise(self, mask: torch.Tensor, seed: Optional[int] = None, step: int = 0, dtype=torch.float32,
@@ -386,21 +386,28 @@ def load_model(path, map_location="cpu") -> Tuple[GroupVAE, dict]:
     that is not such a checkpoint.
     """
     import json
+    import os
     import pickle
 
-    from pathlib import Path
-
-    if not Path(path).is_file():
+    if isinstance(path, (str, os.PathLike)) and not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint file at {path}")
+    not_ours = f"{path} is not a cxvae checkpoint (a model.pt written by `cxvae train` or cxvae.train.save_checkpoint)"
     try:
         blob = torch.load(path, map_location=map_location, weights_only=True)
-        if not isinstance(blob, dict):
-            raise TypeError(f"it holds a {type(blob).__name__}, not a dict")
+    # torch's weights-only unpickler fails on a foreign file in many ways (e.g. KeyError on text)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, IndexError, TypeError, ValueError) as err:
+        raise DataError(f"{not_ours}: {type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:200]}") from None
+    if not isinstance(blob, dict) or not {"config_json", "state_dict"} <= set(blob):
+        raise DataError(f"{not_ours}: it holds a {type(blob).__name__}"
+                        + (f" with keys {sorted(map(str, blob))}" if isinstance(blob, dict) else ""))
+    try:
         config = json.loads(blob["config_json"])
-        model = GroupVAE(ModelConfig(**config["model"]))
+    except (TypeError, ValueError) as err:
+        raise DataError(f"{not_ours}: its config_json is not JSON ({err})") from None
+    model = GroupVAE(RunConfig.from_dict(config).model)  # a ConfigError names a bad setting
+    try:
         model.load_state_dict(blob["state_dict"])
-    except (pickle.UnpicklingError, RuntimeError, KeyError, IndexError, TypeError, ValueError, EOFError) as err:
-        reason = (str(err).strip().splitlines() or [""])[0][:200]
-        raise DataError(f"{path} is not a cxvae checkpoint (a model.pt written by `cxvae train` or "
-                        f"cxvae.train.save_checkpoint); reading it failed with {type(err).__name__} {reason}") from None
+    except RuntimeError as err:
+        raise DataError(f"the weights in {path} do not fit the model its config describes: "
+                        f"{(str(err).strip().splitlines() or [''])[0][:300]}") from None
     return model.eval(), config

@@ -17,17 +17,14 @@ setting, resumable) and :func:`read_strength_study` / :func:`summarise_strength`
 from __future__ import annotations
 
 import json
-import math
-import numbers
 import os
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 import pandas as pd
 
-from .config import ConfigError
-from .data import generate_exam_scores
-from .oracle import ExamScoresOracle, single_observation_floor  # noqa: F401  (part of this module's API)
+from .config import DataConfig
+from .oracle import single_observation_floor  # noqa: F401  (part of this module's API)
 from .runner import ORACLE_CSV, RUNS_CSV, compare_to, parse_seeds, run_oracle, summarise, sweep
 
 __all__ = ["STRENGTHS", "SMOKE_STRENGTHS", "MAIN_PRESETS", "BASELINES", "strength_folder", "strength_overrides",
@@ -65,9 +62,8 @@ def strength_study(strengths: Iterable[float], presets: Sequence[str], seeds: Se
     Returns :func:`read_strength_study` of ``out``.
     """
     strengths = list(strengths)
-    for strength in strengths:  # all of them, before any setting's folder is made
-        if not (isinstance(strength, numbers.Real) and math.isfinite(strength) and strength >= 0):
-            raise ConfigError(f"a group strength c must be a finite number >= 0; got {strength!r}")
+    for strength in strengths:  # all of them, before any setting's folder is made (a ConfigError)
+        DataConfig(group_strength=strength)
     for strength in strengths:
         folder = strength_folder(out, strength)
         overrides_here = strength_overrides(strength, overrides)

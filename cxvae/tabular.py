@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import ConfigError, ModelConfig, RunConfig, TrainConfig, make_run_config, model_preset
+from .config import ConfigError, ModelConfig, RunConfig, TrainConfig, make_run_config, model_preset, require_int
 from .data import DataError, GroupedData
 from .evaluation import ModelScorer, iwae_log_marginal
 from .model import GroupVAE, gaussian_log_prob, kl_to_standard_normal
@@ -72,10 +72,9 @@ def _names(names) -> list:
     return [names] if isinstance(names, str) else list(names)
 
 
-def _check_count(name: str, value) -> None:
-    """A sample count or similar setting must be a whole number >= 1 (0 samples average nothing)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ConfigError(f"{name} must be a whole number of at least 1; got {value!r}")
+def _check_count(name: str, value) -> int:
+    """A sample count or similar setting as an int >= 1 (0 samples average nothing)."""
+    return require_int(name, value, 1)
 
 
 def _check_columns(df, group: str, values: Sequence[str]) -> list:
@@ -266,8 +265,7 @@ def predictive_log_density(model: GroupVAE, context: GroupedData, query: Grouped
         ConfigError: ``n_u`` or ``n_v`` below 1.
         DataError: context and query of different groups, or not of the model's ``x_dim``.
     """
-    _check_count("n_u", n_u)
-    _check_count("n_v", n_v)
+    n_u, n_v = _check_count("n_u", n_u), _check_count("n_v", n_v)
     if context.n_groups != query.n_groups:
         raise DataError(f"context and query must hold the same groups; got {context.n_groups} and {query.n_groups}")
     for name, d in (("context", context), ("query", query)):
@@ -377,6 +375,24 @@ class GroupModel:
         rows = index.rows[index.rows["i"] == i_src].sort_values("k")
         return pd.DataFrame(x, index=rows.index, columns=self.values)
 
+    def _reference_code(self, group_code) -> np.ndarray:
+        """``group_code`` (default: the training groups' mean code) as ``u_dim`` floats, checked
+        here: a wrong length would surface as a matrix-shape error in the decoder."""
+        if group_code is None:
+            return np.array(self.group_codes().mean(), dtype=float)
+        u_dim = self.model.cfg.u_dim
+        expected = (f"group_code must be {u_dim} finite numbers (the model's u_dim; "
+                    "e.g. group_codes().loc[label]); got")
+        try:
+            code = np.array(group_code, dtype=float)
+        except (TypeError, ValueError):
+            raise DataError(f"{expected} a non-numeric {type(group_code).__name__}") from None
+        if code.size != u_dim or code.shape[-1:] != (u_dim,):
+            raise DataError(f"{expected} shape {code.shape}")
+        if not np.isfinite(code).all():
+            raise DataError(f"{expected} missing or infinite values")
+        return code
+
     @torch.no_grad()
     def adjusted(self, df: Optional[pd.DataFrame] = None, group_code=None) -> pd.DataFrame:
         """Every row translated into one reference group: its instance code decoded with
@@ -387,20 +403,8 @@ class GroupModel:
         ``u_dim`` numbers, e.g. ``group_codes().loc[label]`` for the group ``label``.
         """
         data, index = self.to_groups(df)
-        u_dim = self.model.cfg.u_dim
-        if group_code is not None:  # a wrong length would surface as a matrix-shape error in the decoder
-            try:
-                code = np.array(group_code, dtype=float)
-                got, ok = f"shape {code.shape}", code.size == u_dim and code.shape[-1:] == (u_dim,)
-                if ok and not np.isfinite(code).all():
-                    got, ok = "missing or infinite values", False
-            except (TypeError, ValueError):
-                got, ok = f"a non-numeric {type(group_code).__name__}", False
-            if not ok:
-                raise DataError(f"group_code must be {u_dim} finite numbers (the model's u_dim; e.g. "
-                                f"group_codes().loc[label]); got {got}")
+        ref = self._reference_code(group_code)
         u, v = self._scorer().codes(data)
-        ref = np.array(self.group_codes().mean() if group_code is None else group_code, dtype=float)
         device = next(self.model.parameters()).device
         u_ref = torch.as_tensor(ref, dtype=v.dtype, device=device).expand(data.n_groups, -1)
         x_mean, _ = self.model.decode(u_ref, v.to(device))
@@ -449,8 +453,7 @@ class GroupModel:
         scale adds ``-sum_j log std_j`` to every row.
         """
         _check_columns(df, self.group, self.values)  # an empty table would give an empty score (NaN NLL)
-        _check_count("n_u", n_u)
-        _check_count("n_v", n_v)
+        n_u, n_v = _check_count("n_u", n_u), _check_count("n_v", n_v)
         seen = df[self.group].isin(set(self.train_frame[self.group]))
         out = pd.Series(np.nan, index=df.index, dtype=float, name="log_density")
         jacobian = float(np.log(self.std.to_numpy()).sum())
@@ -493,8 +496,7 @@ def _overrides(arg: str, given, cls, fixed: Dict[str, Tuple[object, str]]) -> di
         if name in given and given[name] != value:
             raise ConfigError(f"{arg}[{name!r}]={given[name]!r} conflicts with fit's {name}={value!r}; "
                               + remedy.format(repr(given[name])))
-    own = {name: value for name, (value, _) in fixed.items()}
-    return {**own, **given, **own}  # fit's own values, in its order, win over equal overrides
+    return {**given, **{name: value for name, (value, _) in fixed.items()}}
 
 
 def fit(df: pd.DataFrame, group: str, values: Sequence[str], *, preset: str = "cxvae", epochs: int = 200,
@@ -525,16 +527,15 @@ def fit(df: pd.DataFrame, group: str, values: Sequence[str], *, preset: str = "c
             setting, or ``epochs`` or ``batch_size`` below 1.
     """
     values = _check_columns(df, group, values)
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if int(value) < 1:  # 0 epochs would quietly return an untrained model
-            raise ConfigError(f"{name} must be at least 1; got {value}")
+    # 0 epochs would quietly return an untrained model, and int(2.5) would quietly train 2
+    epochs, batch_size = require_int("epochs", epochs, 1), require_int("batch_size", batch_size, 1)
     overrides = _overrides("model", model, ModelConfig, dict(
         decoder=("mlp", "tables always use the 'mlp' decoder ('true' is the simulated exam scores'): "
                         "leave decoder out of model"),
         x_dim=(len(values), "x_dim is the number of value columns: leave it out of model")))
     train_overrides = _overrides("train_options", train_options, TrainConfig, dict(
-        epochs=(int(epochs), "pass epochs={} to fit itself, not in train_options"),
-        batch_size=(int(batch_size), "pass batch_size={} to fit itself, not in train_options")))
+        epochs=(epochs, "pass epochs={} to fit itself, not in train_options"),
+        batch_size=(batch_size, "pass batch_size={} to fit itself, not in train_options")))
     model_cfg = model_preset(preset, **overrides)
     mean, std = df[values].mean(), df[values].std(ddof=0)
     constant = [c for c in values if not std[c] > 0]

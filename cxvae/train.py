@@ -35,6 +35,8 @@ class TrainingDiverged(RuntimeError):
 
 def resolve_device(name: str = "auto") -> torch.device:
     """``'auto'`` -> CUDA if available else CPU; ``'cpu'``/``'cuda'``/``'cuda:N'`` as given."""
+    if isinstance(name, torch.device):
+        name = str(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if not isinstance(name, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", name):
@@ -395,6 +397,9 @@ def train_seeds(cfg: RunConfig, seeds: Sequence[int], splits: Optional[Dict[str,
     of ``seeds``; their ``seconds`` is the shared wall time divided by the number of seeds.
     ``cuda_graphs`` (CUDA only): replay the step from CUDA graphs (:class:`GraphedStep`), with
     batches padded to a multiple of 8 positions so that there are few shapes to capture.
+    With a regulariser, a last batch of one group joins the batch before it (a batch needs
+    ``cfg.model.min_batch_groups``); until commit ``e5a822c`` it was a step of its own, whose
+    critic compared the group with itself.
     """
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
@@ -411,7 +416,7 @@ def train_seeds(cfg: RunConfig, seeds: Sequence[int], splits: Optional[Dict[str,
     valid_data = splits["valid"].to(device) if "valid" in splits else None  # splits may be on the CPU
     loader = GroupBatchLoader(data_on_device, tc.batch_size, shuffle=True, bucket=True, k_multiple=8 if cuda_graphs else 1,
                               drop_last=train_data.n_groups >= 2 * tc.batch_size, seed=tc.shuffle_seed,
-                              min_batch=2 if cfg.model.regulariser != "none" else 1)
+                              min_batch=cfg.model.min_batch_groups)
     total_steps = max(1, tc.epochs * len(loader))
     opt, critic_opt, schedulers = make_optimisers(stack, tc, total_steps, cuda_graphs)
     train_step_fn = make_step(stack, opt, critic_opt, tc, cuda_graphs)
@@ -472,9 +477,9 @@ def _check_splits(splits, cfg: RunConfig) -> None:
                 model.check_batch(splits[name], training=name == "train")
             except DataError as err:
                 raise DataError(f"the {name!r} split: {err}") from None
-    if cfg.model.regulariser != "none" and cfg.train.batch_size < 2:
-        raise DataError(f"the {cfg.model.regulariser!r} regulariser pairs each group with another group of its "
-                        f"batch; use a batch size of at least 2 (got {cfg.train.batch_size})")
+    if cfg.train.batch_size < cfg.model.min_batch_groups:
+        raise ConfigError(f"the {cfg.model.regulariser!r} regulariser pairs each group with another group of its "
+                          f"batch; use a batch size of at least {cfg.model.min_batch_groups} (got {cfg.train.batch_size})")
 
 
 def save_checkpoint(path, model: GroupVAE, cfg: RunConfig) -> None:

@@ -118,7 +118,7 @@ def test_bad_training_settings_exit_2_before_writing(tmp_path, capsys, flags, wo
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("stacks, words", [("0", "stack sizes"), ("a", "--stacks 'a'"), ("1,-", "--stacks")])
+@pytest.mark.parametrize("stacks, words", [("0", "stack size"), ("a", "--stacks 'a'"), ("1,-", "--stacks")])
 def test_bench_bad_stacks_exit_2_naming_the_option(capsys, stacks, words):
     assert main(["bench", "--stacks", stacks, "--presets", "ml-vae", "--scale", "smoke", "--steps", "1",
                  "--device", "cpu"]) == 2
@@ -129,7 +129,7 @@ def test_bench_bad_stacks_exit_2_naming_the_option(capsys, stacks, words):
 def test_strength_bad_strengths_exit_2_before_any_folder(tmp_path, capsys, strengths):
     assert main(["strength", "--strengths", strengths, "--presets", "ml-vae", "--seeds", "0", "--scale", "smoke",
                  "--device", "cpu", "--quiet", "--out", str(tmp_path / "s")]) == 2
-    _one_line_error(capsys, "group strength c")
+    _one_line_error(capsys, "group_strength must be a finite number >= 0")
     assert not (tmp_path / "s").exists()
 
 

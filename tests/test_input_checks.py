@@ -1,11 +1,12 @@
 """Bad input from a user's own data fails early with a DataError that says what is wrong, never
 a shape error from deep inside torch or a silent wrong answer."""
 import dataclasses
+import io
 
 import pytest
 import torch
 
-from cxvae.config import make_run_config
+from cxvae.config import ConfigError, make_run_config
 from cxvae.data import DataError, GroupBatchLoader, GroupedData, from_groups
 from cxvae.evaluation import ModelScorer
 from cxvae.model import GroupVAE, load_model
@@ -31,15 +32,14 @@ def test_a_regulariser_never_trains_on_a_batch_of_one_group():
     joins the batch before it (17 groups in batches of 16 make one batch of 17)."""
     with pytest.raises(DataError, match="at least 2 groups, got 1"):
         train(_cfg(), splits=dict(train=_groups(1)), progress=False)
-    with pytest.raises(DataError, match="batch size of at least 2"):
+    with pytest.raises(ConfigError, match="batch size of at least 2"):
         train(_cfg(batch_size=1), splits=dict(train=_groups(8)), progress=False)
     data = _groups(17)
     loader = GroupBatchLoader(data, 16, seed=0, min_batch=2)
     assert [b.n_groups for b in loader] == [17] and len(loader) == 1
     plain = GroupBatchLoader(data, 16, seed=0)
     assert sorted(b.n_groups for b in plain) == [1, 16] and len(plain) == 2
-    assert len(GroupBatchLoader(_groups(18), 16, min_batch=2)) == 2  # a last batch of 2 stays
-    with pytest.raises(DataError, match="batch size of at least that"):
+    with pytest.raises(DataError, match="min_batch must be between 1 and batch_size=1"):
         GroupBatchLoader(data, 1, min_batch=2)
     ml_vae = train(_cfg("ml-vae", batch_size=1), splits=dict(train=_groups(3)), progress=False)
     assert len(ml_vae.history) == 1  # no regulariser: batches of one group are fine
@@ -47,7 +47,20 @@ def test_a_regulariser_never_trains_on_a_batch_of_one_group():
 
 def test_a_trailing_batch_of_one_group_trains_with_the_one_before():
     result = train(_cfg(batch_size=16), splits=dict(train=_groups(17)), progress=False)
+    assert result.history.step.iloc[-1] == 1  # one step of 17 groups, not 16 and then 1
     assert torch.isfinite(torch.tensor(result.history.train_neg_elbo.to_numpy())).all()
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_min_batch_changes_nothing_unless_the_last_batch_is_too_small(drop_last):
+    """Over three epochs, the batches of min_batch=2 equal those of min_batch=1 whenever the last
+    batch holds at least 2 groups, for group counts around multiples of the batch size."""
+    for n_groups in (15, 16, 18, 31, 32, 34, 50):
+        data = _groups(n_groups)
+        one, two = (GroupBatchLoader(data, 16, seed=3, drop_last=drop_last, min_batch=m) for m in (1, 2))
+        assert len(one) == len(two)
+        for _ in range(3):
+            assert [b.tolist() for b in one.batch_indices()] == [b.tolist() for b in two.batch_indices()]
 
 
 def test_the_observations_must_be_finite_floats_padding_included():
@@ -82,8 +95,12 @@ def test_the_scorer_checks_the_data_but_not_the_regularisers_needs():
         scorer.codes(_groups(5, x_dim=3))
     with pytest.raises(DataError, match="padded positions"):
         scorer.nll_per_observation(_nan_padded(_groups(5)))
-    with pytest.raises(DataError, match=r"target must hold one group index"):
+    with pytest.raises(DataError, match=r"target must be 5 integer group indices"):
         scorer.translation(_groups(5), torch.tensor([0, 1]))
+    with pytest.raises(DataError, match=r"target must be 5 integer group indices"):
+        scorer.translation(_groups(5), torch.tensor([0.9, 1.9, 0.2, 0.0, 1.0]))
+    with pytest.raises(DataError, match=r"must lie in \[0, 5\); got 0 to 5"):
+        scorer.translation(_groups(5), torch.tensor([0, 1, 2, 3, 5]))
     single = from_groups([[0.5], [1.0]])  # groups of one observation can be encoded, not trained on
     u, v = scorer.codes(single)
     assert u.shape == (2, 2) and v.shape == (2, 1, 1)
@@ -102,3 +119,10 @@ def test_load_model_says_when_a_file_is_not_a_checkpoint(tmp_path):
     save_checkpoint(tmp_path / "model.pt", GroupVAE(cfg.model), cfg)
     model, config = load_model(tmp_path / "model.pt")
     assert config["preset"] == "ml-vae" and not model.training
+    model, _ = load_model(io.BytesIO((tmp_path / "model.pt").read_bytes()))  # file-like objects, as torch.load
+    assert not model.training
+    other = _cfg("cxvae")  # a real checkpoint whose weights do not fit its config
+    blob = torch.load(tmp_path / "model.pt", weights_only=True)
+    torch.save(dict(blob, config_json=other.to_json()), tmp_path / "mismatch.pt")
+    with pytest.raises(DataError, match="do not fit the model its config describes"):
+        load_model(tmp_path / "mismatch.pt")

@@ -271,7 +271,7 @@ def test_scoring_errors(tiny_model):
         model.log_density(df[["score"]])
     for count in ("n_u", "n_v"):
         for bad in (0, -1, 2.5):
-            with pytest.raises(ConfigError, match=f"{count} must be a whole number of at least 1"):
+            with pytest.raises(ConfigError, match=f"^{count} must be (an integer|at least 1)"):
                 model.log_density(df, **{count: bad})
     with pytest.raises(DataError, match="not in the table"):
         model.translate("g00", "g01", df=df[["score"]])
@@ -293,7 +293,7 @@ def test_predictive_log_density_errors():
     model = GroupVAE(model_preset("gvae", decoder="mlp")).eval()
     one = groups_from_dataframe(pd.DataFrame({"g": [0, 0], "x": [0.1, 0.2]}), "g", "x")[0]
     two = groups_from_dataframe(pd.DataFrame({"g": [0, 0], "x": [0.1, 0.2], "y": 1.0}), "g", ["x", "y"])[0]
-    with pytest.raises(ConfigError, match="n_u must be a whole number of at least 1; got 0"):
+    with pytest.raises(ConfigError, match="n_u must be at least 1; got 0"):
         predictive_log_density(model, one, one, n_u=0)
     with pytest.raises(DataError, match="x_dim=1; query has x_dim=2"):
         predictive_log_density(model, one, two)
