@@ -203,6 +203,14 @@ class EvalConfig:
     probe_seed: int = 0
     translation_seed: int = 0
 
+    def __post_init__(self) -> None:
+        # 0 importance samples or probe steps would score nothing, and quietly
+        self.iwae_samples = require_int("iwae_samples", self.iwae_samples, 1)
+        self.probe_steps = require_int("probe_steps", self.probe_steps, 1)
+        self.probe_max_train = require_int("probe_max_train", self.probe_max_train, 1)
+        self.probe_seed = require_int("probe_seed", self.probe_seed, 0)
+        self.translation_seed = require_int("translation_seed", self.translation_seed, 0)
+
 
 @dataclass
 class RunConfig:
@@ -297,7 +305,7 @@ def make_run_config(preset: str = "cxvae", seed: int = 0, scale: str = "smoke", 
     if data and "group_strength" in data:  # the true decoder follows the data unless told otherwise
         model.setdefault("group_strength", data["group_strength"])
     return RunConfig(
-        preset=preset, seed=int(seed), scale=scale, device=device,
+        preset=preset, seed=seed, scale=scale, device=device,  # RunConfig checks the seed (2.5 is not one)
         model=model_preset(preset, **(model or {})),
         data=_build(DataConfig, "data", {**sc.get("data", {}), **(data or {})}),
         train=_build(TrainConfig, "train", {**sc.get("train", {}), **(train or {})}),

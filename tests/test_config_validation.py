@@ -87,6 +87,21 @@ def test_non_integer_model_sizes_are_refused(model, name):
         model_preset("cxvae", **model)
 
 
+@pytest.mark.parametrize("evaluation, name", [
+    (dict(iwae_samples=0), "iwae_samples"), (dict(probe_steps=-1), "probe_steps"),
+    (dict(probe_max_train=2.5), "probe_max_train"), (dict(translation_seed=-1), "translation_seed"),
+])
+def test_bad_evaluation_settings_are_refused(evaluation, name):
+    with pytest.raises(ConfigError, match=f"^{name} must be"):
+        make_run_config("gvae", eval=evaluation)
+
+
+def test_a_fractional_seed_is_refused_not_truncated():
+    with pytest.raises(ConfigError, match="^seed must be an integer; got 2.5"):
+        make_run_config("gvae", seed=2.5)
+    assert make_run_config("gvae", seed=3.0).seed == 3
+
+
 @pytest.mark.parametrize("seed", [-1, 1 << 32])
 def test_seeds_outside_the_noise_range_are_refused(seed):
     """The seeded noise takes seeds in [0, 2^32); others were a ValueError from deep in training."""
