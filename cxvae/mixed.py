@@ -27,9 +27,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .config import ConfigError
+from .config import ConfigError, require_int
 from .data import DataError
-from .tabular import _check_columns, _check_count, _names
+from .tabular import _check_columns, _names
 
 __all__ = ["MixedModel", "fit_mixed", "multiple_correlation", "rank_agreement", "compare_presets", "summarise_runs"]
 
@@ -244,7 +244,7 @@ def multiple_correlation(target, codes, clusters=None, n_boot: int = 1000, seed:
     Returns:
         ``dict(r=..., low=..., high=...)``.
     """
-    n_boot = _check_count("n_boot", n_boot)
+    n_boot = require_int("n_boot", n_boot, 1)
     if not 0.0 < level < 1.0:
         raise ConfigError(f"level must be strictly between 0 and 1; got {level}")
     y = np.asarray(target, dtype=float).reshape(-1)
@@ -252,6 +252,9 @@ def multiple_correlation(target, codes, clusters=None, n_boot: int = 1000, seed:
     if len(y) == 0 or len(x) != len(y):
         raise DataError(f"need one code (row of codes) per target value; got {len(x)} codes and {len(y)} targets")
     x = x.reshape(len(y), -1)
+    if not (np.isfinite(y).all() and np.isfinite(x).all()):  # a NaN would make R and its interval NaN
+        raise DataError(f"target and codes must be finite; {int((~np.isfinite(y)).sum())} target value(s) and "
+                        f"{int((~np.isfinite(x)).any(axis=1).sum())} code row(s) are NaN or infinite")
     clusters = np.arange(len(y)) if clusters is None else np.asarray(clusters)
     if len(clusters) != len(y):  # a shorter one would quietly bootstrap only some of the rows
         raise DataError(f"clusters must name one cluster per row; got {len(clusters)} for {len(y)} rows")
@@ -278,6 +281,9 @@ def rank_agreement(code, reference, clusters=None, top: float = 0.1, n_boot: int
     a, b = np.asarray(code, dtype=float).reshape(-1), np.asarray(reference, dtype=float).reshape(-1)
     if len(a) == 0 or len(a) != len(b):
         raise DataError(f"code and reference must rank the same rows; got {len(a)} and {len(b)} values")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise DataError(f"code and reference must be finite to rank them; {int((~np.isfinite(a)).sum())} and "
+                        f"{int((~np.isfinite(b)).sum())} value(s) are NaN or infinite")
     if not 0.0 < top <= 1.0:
         raise ConfigError(f"top must be a fraction in (0, 1]; got {top}")
     if stats.spearmanr(a, b).statistic < 0:

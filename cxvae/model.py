@@ -378,6 +378,11 @@ class GroupVAE(nn.Module):
         return out
 
 
+def _first_line(err: Exception, limit: int) -> str:
+    """The first line of an error's message, cut to ``limit`` characters (torch's are long)."""
+    return (str(err).strip().splitlines() or [""])[0][:limit]
+
+
 def load_model(path, map_location="cpu") -> Tuple[GroupVAE, dict]:
     """Load a checkpoint written by :func:`cxvae.train.save_checkpoint` (no pickle execution:
     ``torch.load(weights_only=True)``). Returns the model (eval mode) and the run config dict.
@@ -396,7 +401,7 @@ def load_model(path, map_location="cpu") -> Tuple[GroupVAE, dict]:
         blob = torch.load(path, map_location=map_location, weights_only=True)
     # torch's weights-only unpickler fails on a foreign file in many ways (e.g. KeyError on text)
     except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, IndexError, TypeError, ValueError) as err:
-        raise DataError(f"{not_ours}: {type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:200]}") from None
+        raise DataError(f"{not_ours}: {type(err).__name__}: {_first_line(err, 200)}") from None
     if not isinstance(blob, dict) or not {"config_json", "state_dict"} <= set(blob):
         raise DataError(f"{not_ours}: it holds a {type(blob).__name__}"
                         + (f" with keys {sorted(map(str, blob))}" if isinstance(blob, dict) else ""))
@@ -409,5 +414,5 @@ def load_model(path, map_location="cpu") -> Tuple[GroupVAE, dict]:
         model.load_state_dict(blob["state_dict"])
     except RuntimeError as err:
         raise DataError(f"the weights in {path} do not fit the model its config describes: "
-                        f"{(str(err).strip().splitlines() or [''])[0][:300]}") from None
+                        f"{_first_line(err, 300)}") from None
     return model.eval(), config

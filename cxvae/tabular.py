@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -70,11 +71,6 @@ class RowIndex:
 def _names(names) -> list:
     """One column name or a sequence of them -> a list (a single string is one name, not letters)."""
     return [names] if isinstance(names, str) else list(names)
-
-
-def _check_count(name: str, value) -> int:
-    """A sample count or similar setting as an int >= 1 (0 samples average nothing)."""
-    return require_int(name, value, 1)
 
 
 def _check_columns(df, group: str, values: Sequence[str]) -> list:
@@ -154,7 +150,7 @@ def groups_from_dataframe(df: pd.DataFrame, group: str, values: Sequence[str], *
 
 def _rng_split(df: pd.DataFrame, group: str, holdout: float, seed: int):
     """Check the arguments every split shares; the seeded generator."""
-    if not 0.0 < float(holdout) < 1.0:
+    if isinstance(holdout, bool) or not isinstance(holdout, numbers.Real) or not 0.0 < float(holdout) < 1.0:
         raise DataError(f"holdout must be a fraction strictly between 0 and 1; got {holdout}")
     if not isinstance(df, pd.DataFrame):
         raise DataError(f"expected a pandas DataFrame; got {type(df).__name__}")
@@ -178,8 +174,7 @@ def split_within_groups(df: pd.DataFrame, group: str, *, holdout: float = 0.2, m
     ``min_train`` rows of its own group to condition on.
     """
     rng = _rng_split(df, group, holdout, seed)
-    if min_train < 1:
-        raise DataError(f"min_train must be at least 1; got {min_train}")
+    min_train = require_int("min_train", min_train, 1)
     held = np.zeros(len(df), dtype=bool)
     for rows in df.groupby(group, sort=True).indices.values():
         n_out = min(int(round(holdout * len(rows))), max(len(rows) - min_train, 0))
@@ -265,7 +260,10 @@ def predictive_log_density(model: GroupVAE, context: GroupedData, query: Grouped
         ConfigError: ``n_u`` or ``n_v`` below 1.
         DataError: context and query of different groups, or not of the model's ``x_dim``.
     """
-    n_u, n_v = _check_count("n_u", n_u), _check_count("n_v", n_v)
+    n_u, n_v = require_int("n_u", n_u, 1), require_int("n_v", n_v, 1)
+    for name, d in (("context", context), ("query", query)):
+        if not isinstance(d, GroupedData):
+            raise DataError(f"{name} must be a GroupedData (e.g. from cxvae.data.from_groups); got {type(d).__name__}")
     if context.n_groups != query.n_groups:
         raise DataError(f"context and query must hold the same groups; got {context.n_groups} and {query.n_groups}")
     for name, d in (("context", context), ("query", query)):
@@ -453,7 +451,7 @@ class GroupModel:
         scale adds ``-sum_j log std_j`` to every row.
         """
         _check_columns(df, self.group, self.values)  # an empty table would give an empty score (NaN NLL)
-        n_u, n_v = _check_count("n_u", n_u), _check_count("n_v", n_v)
+        n_u, n_v = require_int("n_u", n_u, 1), require_int("n_v", n_v, 1)
         seen = df[self.group].isin(set(self.train_frame[self.group]))
         out = pd.Series(np.nan, index=df.index, dtype=float, name="log_density")
         jacobian = float(np.log(self.std.to_numpy()).sum())

@@ -194,7 +194,12 @@ def test_model_input_errors():
      "one cluster per row; got 2 for 5 rows"),
     (lambda: multiple_correlation(np.arange(5.0), np.arange(5.0), n_boot=0), ConfigError, "n_boot must be"),
     (lambda: multiple_correlation(np.arange(5.0), np.arange(5.0), level=95), ConfigError, "level must be"),
+    (lambda: multiple_correlation([1.0, np.nan, 2.0], np.arange(3.0)), DataError,
+     "must be finite; 1 target value\\(s\\) and 0 code row\\(s\\)"),
+    (lambda: multiple_correlation(np.arange(3.0), [[0.0, 1.0], [np.inf, 0.0], [np.nan, np.nan]]), DataError,
+     "0 target value\\(s\\) and 2 code row\\(s\\) are NaN or infinite"),
     (lambda: rank_agreement(np.arange(5.0), np.arange(4.0)), DataError, "got 5 and 4 values"),
+    (lambda: rank_agreement([0.0, np.nan, 1.0], np.arange(3.0)), DataError, "must be finite to rank them; 1 and 0"),
     (lambda: rank_agreement(np.arange(5.0), np.arange(5.0), top=0.0), ConfigError, "top must be"),
 ])
 def test_comparison_input_errors(call, error, match):

@@ -108,7 +108,7 @@ def test_split_by_group():
 @pytest.mark.parametrize("split", [split_within_groups, split_by_group])
 def test_split_errors(split):
     df = _random_intercept_table()
-    for bad in (0.0, 1.0, -0.1, 1.5):
+    for bad in (0.0, 1.0, -0.1, 1.5, float("nan"), "0.2", True, None):
         with pytest.raises(DataError, match="strictly between 0 and 1"):
             split(df, "school", holdout=bad)
     with pytest.raises(DataError, match="not in the table"):
@@ -121,6 +121,10 @@ def test_split_errors_specific():
         split_by_group(df, "g")
     with pytest.raises(DataError, match="no row could be held out"):
         split_within_groups(df, "g", min_train=4)
+    for bad, match in ((0, "at least 1; got 0"), (1.5, "an integer; got 1.5"), ("2", "an integer; got '2'")):
+        with pytest.raises(ConfigError, match=f"^min_train must be {match}"):
+            split_within_groups(df, "g", min_train=bad)
+    assert split_within_groups(df.assign(g=["a", "a", "b", "b"]), "g", holdout=0.5, min_train=1.0)[1].shape[0] == 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,6 +301,11 @@ def test_predictive_log_density_errors():
         predictive_log_density(model, one, one, n_u=0)
     with pytest.raises(DataError, match="x_dim=1; query has x_dim=2"):
         predictive_log_density(model, one, two)
+    table = pd.DataFrame({"g": [0, 0], "x": [0.1, 0.2]})
+    with pytest.raises(DataError, match="query must be a GroupedData .*got DataFrame"):
+        predictive_log_density(model, one, table)
+    with pytest.raises(DataError, match="context must be a GroupedData"):
+        predictive_log_density(model, table.x.to_numpy(), one)
 
 
 @pytest.mark.parametrize("split", [split_within_groups, split_by_group])
