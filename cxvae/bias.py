@@ -244,7 +244,7 @@ def summarise_posterior_gap(gap: pd.DataFrame, bins: Sequence[int] = (8, 16, 20,
     ``mu_shrinkage`` slope (least-squares slope of learned on exact posterior mean of mu through
     the origin: 1 is unbiased, < 1 is pulled towards the prior), the mean ``mu_log_var_ratio``,
     the mean ``mu_kl`` and the mean ``abs_sigma_error``; a last row ``K = 'all'`` pools every group."""
-    def row(label, g):
+    def row(label, g):  # one K bin's summary
         return dict(K=label, groups=len(g),
                     mu_shrinkage=float((g.mu_learned_mean * g.mu_exact_mean).sum() / (g.mu_exact_mean ** 2).sum()),
                     mu_log_var_ratio=float(g.mu_log_var_ratio.mean()), mu_kl=float(g.mu_kl.mean()),

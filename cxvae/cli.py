@@ -174,6 +174,7 @@ def _cmd_bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``cxvae`` command line: one sub-command per task (``cxvae --help`` lists them)."""
     parser = argparse.ArgumentParser(prog="cxvae", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train one model and save config.json, model.pt, history.csv")

@@ -232,13 +232,17 @@ class RunConfig:
                               f"have {self.data.group_strength}; set both (make_run_config copies the data's)")
 
     def to_dict(self) -> Dict[str, Any]:
+        """The run as nested plain dicts (``model``, ``data``, ``train``, ``eval`` and the top-level fields)."""
         return dataclasses.asdict(self)
 
     def to_json(self) -> str:
+        """:meth:`to_dict` as indented JSON with sorted keys (what ``config.json`` files hold)."""
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "RunConfig":
+        """The run of a :meth:`to_dict` dict (e.g. a loaded ``config.json``); a missing section or an
+        unknown or bad setting is a :class:`ConfigError`."""
         d = dict(d)
         missing = [name for name in ("model", "data", "train") if name not in d]
         if missing:

@@ -69,6 +69,7 @@ class GroupedData:
     # -- basic facts --------------------------------------------------------------------------
     @property
     def n_groups(self) -> int:
+        """N, the number of groups."""
         return int(self.x.shape[0])
 
     @property
@@ -78,10 +79,12 @@ class GroupedData:
 
     @property
     def n_observations(self) -> int:
+        """The number of observed positions, ``sum_i K_i``."""
         return int(self.mask.sum())
 
     @property
     def x_dim(self) -> int:
+        """The size d of one observation (``x`` is ``(N, K, d)``)."""
         return int(self.x.shape[-1])
 
     def __len__(self) -> int:
@@ -89,6 +92,7 @@ class GroupedData:
 
     # -- moving and slicing -------------------------------------------------------------------
     def to(self, device) -> "GroupedData":
+        """The same groups with every tensor on ``device``."""
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return GroupedData(move(self.x), move(self.mask), move(self.u), move(self.v), move(self.group_ids),
                            self.group_strength)

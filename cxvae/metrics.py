@@ -154,6 +154,7 @@ class _DeepSetsProbe(nn.Module):
         self.pooled = _mlp(hidden, 2, hidden)
 
     def forward(self, codes, mask):
+        """``codes (B, K, d)``, ``mask (B, K)`` float -> ``(B, 2)``: read from the group's mean embedding."""
         h = self.element(codes) * mask[..., None]
         return self.pooled(h.sum(dim=1) / mask.sum(dim=1, keepdim=True))
 

@@ -66,6 +66,7 @@ class MixedModel:
 
     @property
     def effect_names(self):
+        """The names of the random effects: ``'intercept'``, then the random slopes' columns."""
         return ["intercept", *self.random_slopes]
 
     @property

@@ -117,6 +117,7 @@ class AverageGroupEncoder(nn.Module):
         self.per_observation = MLP(cfg.x_dim, 2 * cfg.u_dim, cfg.hidden, cfg.depth)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> Normal:
+        """``x (B, K, x_dim)``, ``mask (B, K)`` -> ``q(u | x)`` as mean, var ``(B, u_dim)``."""
         mean_k, var_k = split_normal(self.per_observation(x))  # (B, K, u_dim) each
         return masked_mean(mean_k, mask), masked_mean(var_k, mask)
 
@@ -133,6 +134,7 @@ class ProductGroupEncoder(nn.Module):
         self.per_observation = MLP(cfg.x_dim, 2 * cfg.u_dim, cfg.hidden, cfg.depth)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> Normal:
+        """``x (B, K, x_dim)``, ``mask (B, K)`` -> ``q(u | x)`` as mean, var ``(B, u_dim)``."""
         mean_k, var_k = split_normal(self.per_observation(x))
         precision = masked_sum(1.0 / var_k, mask)  # (B, u_dim)
         mean = masked_sum(mean_k / var_k, mask) / precision
@@ -158,6 +160,7 @@ class CorrectedProductGroupEncoder(nn.Module):
         self.per_observation = MLP(cfg.x_dim, 2 * cfg.u_dim, cfg.hidden, cfg.depth)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> Normal:
+        """``x (B, K, x_dim)``, ``mask (B, K)`` -> ``q(u | x)`` as mean, var ``(B, u_dim)``."""
         m_k, raw_precision = self.per_observation(x).chunk(2, dim=-1)
         l_k = F.softplus(raw_precision)  # likelihood precisions, >= 0
         precision = 1.0 + masked_sum(l_k, mask)
@@ -173,6 +176,7 @@ class DeepSetsGroupEncoder(nn.Module):
         self.pooled = MLP(cfg.hidden, 2 * cfg.u_dim, cfg.hidden, cfg.depth)  # E_B
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> Normal:
+        """``x (B, K, x_dim)``, ``mask (B, K)`` -> ``q(u | x)`` as mean, var ``(B, u_dim)``."""
         return split_normal(self.pooled(masked_sum(self.element(x), mask)))
 
 
@@ -201,6 +205,7 @@ class InstanceEncoder(nn.Module):
         self.net = MLP(in_dim, 2 * cfg.v_dim, cfg.hidden, cfg.depth)
 
     def forward(self, x: torch.Tensor, u: Optional[torch.Tensor]) -> Normal:
+        """``x (B, K, x_dim)`` and ``u (B, u_dim)`` (None if unconditional) -> mean, var ``(B, K, v_dim)``."""
         if self.conditional:
             if u is None:
                 raise ValueError("the conditional instance encoder q(v|x,u) needs a group code u")
@@ -221,6 +226,7 @@ class ExamScoresDecoder(nn.Module):
         self.group_strength = cfg.group_strength
 
     def forward(self, u: torch.Tensor, v: torch.Tensor) -> Normal:
+        """``u (B, u_dim)``, ``v (B, K, v_dim)`` -> ``p(x | u, v)`` as mean, var ``(B, K, x_dim)``."""
         mean = exam_scores_mean(u[:, None, :], v, self.group_strength)  # (B, K, 1)
         return mean, self.log_var.exp().expand_as(mean)
 
@@ -234,6 +240,7 @@ class MLPDecoder(nn.Module):
         self.log_var = nn.Parameter(torch.zeros(cfg.x_dim))
 
     def forward(self, u: torch.Tensor, v: torch.Tensor) -> Normal:
+        """``u (B, u_dim)``, ``v (B, K, v_dim)`` -> ``p(x | u, v)`` as mean, var ``(B, K, x_dim)``."""
         h = torch.cat([u[:, None, :].expand(-1, v.shape[1], -1), v], dim=-1)  # (B, K, u+v)
         mean = self.net(h)
         return mean, (self.log_var.exp() + MIN_VAR).expand_as(mean)
@@ -264,9 +271,11 @@ class GroupVAE(nn.Module):
 
     # -- parameters ---------------------------------------------------------------------------
     def vae_parameters(self):
+        """The encoders' and decoder's parameters (everything but the critic's)."""
         return [p for name, p in self.named_parameters() if not name.startswith("regulariser.")]
 
     def critic_parameters(self):
+        """The regulariser's critic's parameters (none without a regulariser)."""
         return [] if self.regulariser is None else list(self.regulariser.parameters())
 
     # -- checks -------------------------------------------------------------------------------
