@@ -1,5 +1,6 @@
 """The ``cxvae`` command line: ``cxvae train``, ``cxvae evaluate``, ``cxvae sweep``, ``cxvae oracle``,
-``cxvae summary``, ``cxvae gap``, ``cxvae strength``, ``cxvae bench`` and ``cxvae merge``.
+``cxvae summary``, ``cxvae gap``, ``cxvae strength``, ``cxvae bench``, ``cxvae merge`` and
+``cxvae rescore``.
 
 Run ``cxvae COMMAND --help`` for the options of each command.
 """
@@ -97,6 +98,17 @@ def _cmd_oracle(args) -> int:
 
     metrics = run_oracle(scale=args.scale, out=args.out)
     print("oracle (exact Bayes-optimal reference): " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    return 0
+
+
+def _cmd_rescore(args) -> int:
+    from .runner import rescore_v_probe
+
+    for out in args.out:
+        runs = rescore_v_probe(out, progress=not args.quiet)
+        scored = runs.v_probe_mse.notna()
+        print(f"{out}: v_probe_mse rescored for {int(scored.sum())} of {len(runs)} runs (the others' models "
+              f"were not kept: NaN, their trained-probe score stays in v_probe_deepsets_mse); oracle rescored")
     return 0
 
 
@@ -248,6 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", help="the copy, extended elsewhere (e.g. unpacked from a GPU machine)")
     p.add_argument("--into", required=True, help="the study folder, e.g. results/paper")
     p.set_defaults(func=_cmd_merge)
+
+    p = sub.add_parser("rescore", help="rescore v_probe_mse of study folders with the closed-form probe")
+    p.add_argument("out", nargs="+", help="study folders with runs.csv and models/ (e.g. results/paper)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_rescore)
 
     p = sub.add_parser("summary", help="print the median [95% interval] table of a study folder")
     p.add_argument("--out", default="results/sweep")

@@ -7,9 +7,16 @@ claim is then *not tested*.
 """
 from __future__ import annotations
 
+import math
+from numbers import Integral, Real
 from typing import Iterable, Sequence
 
-__all__ = ["claim_verdict", "span"]
+__all__ = ["claim_verdict", "span", "significant", "glue", "book_display", "BOOK_DIGITS"]
+
+# Significant digits of every number a chapter stores (glued values, tables): what the prose means.
+# Another CPU rounds the arithmetic differently (other kernels), which moves the 5th-7th digit of a
+# trained model's score; stored outputs are compared at this precision, not to the last bit.
+BOOK_DIGITS = 4
 
 
 def claim_verdict(checks: Iterable[bool], min_seeds: int) -> str:
@@ -28,3 +35,32 @@ def span(values: Sequence[float], digits: int = 3) -> str:
     """``'a'`` or ``'a–b'``: the range of a few medians, rounded to ``digits`` decimals."""
     lo, hi = min(values), max(values)
     return f"{lo:.{digits}f}" if round(lo, digits) == round(hi, digits) else f"{lo:.{digits}f}–{hi:.{digits}f}"
+
+
+def significant(value, digits: int = BOOK_DIGITS):
+    """``value`` rounded to ``digits`` significant digits (a float stays a float; integers, bools,
+    strings and NaN or infinite values pass unchanged)."""
+    if isinstance(value, Integral) or not isinstance(value, Real):
+        return value
+    value = float(value)
+    if not math.isfinite(value) or value == 0.0:
+        return value
+    return float(f"{value:.{digits}g}")
+
+
+def glue(name: str, value, digits: int = BOOK_DIGITS) -> None:
+    """Glue ``value`` for the chapter's prose (``{glue:text}`name```) rounded to ``digits``
+    significant digits, so that the stored output means what the prose says and not the last bits
+    of this CPU's rounding. Lists and tuples are rounded element-wise. Never displayed in place."""
+    from myst_nb import glue as myst_glue
+
+    if isinstance(value, (list, tuple)):
+        value = type(value)(significant(v, digits) for v in value)
+    myst_glue(name, significant(value, digits), display=False)
+
+
+def book_display(digits: int = BOOK_DIGITS) -> None:
+    """Show every float of a chapter's tables (text and HTML) with ``digits`` significant digits."""
+    import pandas as pd
+
+    pd.set_option("display.float_format", lambda x: f"{x:.{digits}g}")

@@ -38,13 +38,13 @@ from tqdm import tqdm
 from . import __version__
 from .config import ConfigError, RunConfig, check_seed, make_run_config
 from .evaluation import ModelScorer
-from .metrics import METRICS, ProbeConfig, evaluate_many
+from .metrics import METRICS, ProbeConfig, evaluate_many, v_probe_mse
 from .oracle import ExamScoresOracle
 from .train import make_splits, resolve_device, save_checkpoint, train_seeds
 
 __all__ = ["parse_seeds", "format_seeds", "provenance", "append_row", "score", "sweep", "run_oracle", "summarise",
            "compare_to", "read_study", "study_command", "load_or_run", "probe_config", "merge_study",
-           "short_of_seeds", "made_on_cpu_only", "PAPER_SEEDS"]
+           "short_of_seeds", "made_on_cpu_only", "rescore_v_probe", "PAPER_SEEDS"]
 
 RUNS_CSV, ORACLE_CSV, CONFIG_JSON = "runs.csv", "oracle.csv", "config.json"
 PAPER_SEEDS = 100  # random initialisations per model in the paper's Figures 4 and 5
@@ -391,6 +391,84 @@ def merge_study(src, dest) -> pd.DataFrame:
     return added.reset_index(drop=True)
 
 
+LEGACY_V_PROBE = "v_probe_deepsets_mse"  # the trained Deep Sets v-probe's scores, kept beside the new ones
+
+
+def _v_probe_of(scorer, cfg: RunConfig, splits) -> float:
+    """The closed-form :func:`cxvae.metrics.v_probe_mse` of ``scorer``, on the same probe-train
+    and holdout groups as :func:`score`."""
+    probe = probe_config(cfg)
+    train, holdout = splits["train"].subset(slice(0, probe.max_train)), splits["holdout"]
+    (_, train_v), (_, test_v) = scorer.codes(train), scorer.codes(holdout)
+    return v_probe_mse(train_v, train.mask, train.u, test_v, holdout.mask, holdout.u, probe)
+
+
+def _rescored(table: pd.DataFrame, values: List[float], keep: np.ndarray) -> pd.DataFrame:
+    """``table`` with the trained probe's scores moved to :data:`LEGACY_V_PROBE` (once) and
+    ``v_probe_mse`` set to ``values`` where they are known, kept where ``keep``, NaN elsewhere."""
+    table = table.copy()
+    if LEGACY_V_PROBE not in table.columns:  # first rescoring: every v_probe_mse so far is the trained probe's
+        table.insert(table.columns.get_loc("v_probe_mse") + 1, LEGACY_V_PROBE, table["v_probe_mse"])
+    new = np.asarray(values, dtype=float)
+    table["v_probe_mse"] = np.where(~np.isnan(new), new, np.where(keep, table["v_probe_mse"], np.nan))
+    return table
+
+
+def rescore_v_probe(out, progress: bool = True) -> pd.DataFrame:
+    """Rescore ``v_probe_mse`` in a study folder with the closed-form probe of :mod:`cxvae.metrics`.
+
+    Every run whose model is in ``out/models`` and the oracle get the new score. The scores the
+    trained Deep Sets probe gave move, the first time, to the column ``v_probe_deepsets_mse``;
+    a run scored by that probe whose model was not kept gets NaN in ``v_probe_mse`` (it cannot
+    be rescored), and a run already scored by the new probe keeps its score. Rewrites
+    ``runs.csv`` and ``oracle.csv`` atomically; running it again changes nothing. Returns the
+    new ``runs.csv`` table.
+    """
+    from .model import load_model
+
+    out = Path(out)
+    study = read_study(out)
+    runs, splits_by_data = study["runs"], {}
+
+    def splits_of(cfg: RunConfig):
+        key = json.dumps(cfg.to_dict()["data"], sort_keys=True)
+        if key not in splits_by_data:
+            splits_by_data[key] = make_splits(cfg.data)
+        return splits_by_data[key]
+
+    values = []
+    for preset, seed in tqdm(list(zip(runs.preset, runs.seed.astype(int))), desc=f"rescore {out}",
+                             disable=not progress):
+        path = out / "models" / f"{preset}-{seed}.pt"
+        if not path.exists():
+            values.append(float("nan"))
+            continue
+        model, config = load_model(path, map_location="cpu")
+        cfg = RunConfig.from_dict(config)
+        values.append(_v_probe_of(ModelScorer(model), cfg, splits_of(cfg)))
+    legacy = runs[LEGACY_V_PROBE] if LEGACY_V_PROBE in runs.columns else runs["v_probe_mse"]
+    runs = _rescored(runs, values, keep=legacy.isna().to_numpy() if LEGACY_V_PROBE in runs.columns else
+                     np.zeros(len(runs), dtype=bool))
+    _write_table(runs, out / RUNS_CSV)
+    if study["oracle"] is not None and len(study["oracle"]):
+        presets = study["config"].get("presets", {})
+        if not presets:
+            raise ConfigError(f"{out / CONFIG_JSON} names no preset, so the oracle's data are unknown")
+        cfg = RunConfig.from_dict(next(iter(presets.values())))
+        oracle = ExamScoresOracle(noise_std=cfg.data.noise_std, group_strength=cfg.data.group_strength)
+        _write_table(_rescored(study["oracle"], [_v_probe_of(oracle, cfg, splits_of(cfg))], keep=np.zeros(1, bool)),
+                     out / ORACLE_CSV)
+    return runs
+
+
+def _write_table(table: pd.DataFrame, path: Path) -> None:
+    """Rewrite a study table atomically (a temporary file, then a rename), under its lock."""
+    with _locked(path):
+        tmp = path.with_name(path.name + ".tmp")
+        table.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+
+
 def read_study(folder) -> Dict[str, object]:
     """Load ``runs.csv``, ``oracle.csv`` (if any) and ``config.json`` of a study folder."""
     folder = Path(folder)
@@ -432,12 +510,16 @@ def summarise(runs: pd.DataFrame, oracle: Optional[pd.DataFrame] = None, metrics
     that preset's runs alone: adding another preset's seeds does not move it.
 
     Returns a long DataFrame with columns ``preset, metric, better, n_seeds, median, lo, hi``; the
-    oracle (if given) is a row with ``n_seeds = 0`` and ``lo = hi = median``.
+    oracle (if given) is a row with ``n_seeds = 0`` and ``lo = hi = median``. A run with NaN for a
+    metric (``v_probe_mse`` of a committed run whose model was not kept, see
+    :func:`rescore_v_probe`) does not count for that metric: ``n_seeds`` is per metric.
     """
     rows = []
     for preset, group in runs.groupby("preset", sort=False):
         for metric in metrics:
-            values = group[metric].to_numpy(dtype=float)
+            values = group[metric].dropna().to_numpy(dtype=float)  # NaN: a run this metric could not score
+            if not len(values):
+                continue
             rng = np.random.default_rng([seed, zlib.crc32(f"{preset}/{metric}".encode())])
             lo, hi = _bootstrap_median_interval(values, n_boot, rng)
             rows.append(dict(preset=preset, metric=metric, better=METRICS[metric], n_seeds=len(values),

@@ -294,3 +294,32 @@ def test_short_of_seeds_names_the_presets_under_the_target():
     assert runner.short_of_seeds(runs, ["b", "a", "c"]) == "b (3), a (5), c (0)"
     assert runner.short_of_seeds(runs, target=4) == "b (3)"
     assert runner.short_of_seeds(runs, target=3) == ""
+
+
+def test_rescore_moves_the_trained_probe_aside_and_scores_kept_models_again(tmp_path, capsys):
+    """cxvae rescore: runs with a kept model get the v-probe a fresh sweep gives them, the oracle
+    too; the old scores stay in v_probe_deepsets_mse; a run without its model gets NaN (it cannot
+    be rescored); running it again changes nothing; summaries count the runs a metric scored."""
+    out = tmp_path / "study"
+    fresh = runner.sweep(["ml-vae", "cxvae"], [0, 1], scale="smoke", device="cpu", out=out, progress=False,
+                         overrides=TINY)
+    runner.run_oracle(scale="smoke", out=out, overrides=TINY)
+    runs = pd.read_csv(out / "runs.csv")
+    runs["v_probe_mse"] = [0.11, 0.12, 0.13, 0.14]  # stand-ins for a trained probe's scores
+    runs.to_csv(out / "runs.csv", index=False)
+    (out / "models" / "cxvae-1.pt").unlink()
+    assert main(["rescore", str(out), "--quiet"]) == 0
+    assert "rescored for 3 of 4 runs" in capsys.readouterr().out
+    table = pd.read_csv(out / "runs.csv")
+    assert list(table.columns).index("v_probe_deepsets_mse") == list(table.columns).index("v_probe_mse") + 1
+    assert table.v_probe_deepsets_mse.tolist() == [0.11, 0.12, 0.13, 0.14]
+    lost = (table.preset == "cxvae") & (table.seed == 1)
+    assert table.v_probe_mse[lost].isna().all()
+    np.testing.assert_allclose(table.v_probe_mse[~lost], fresh.v_probe_mse[~lost.to_numpy()], rtol=1e-6)
+    oracle = pd.read_csv(out / "oracle.csv")
+    assert oracle.v_probe_deepsets_mse.notna().all() and oracle.v_probe_mse.notna().all()
+    before = ((out / "runs.csv").read_text(), (out / "oracle.csv").read_text())
+    runner.rescore_v_probe(out, progress=False)
+    assert ((out / "runs.csv").read_text(), (out / "oracle.csv").read_text()) == before
+    counts = runner.summarise(table).set_index(["preset", "metric"]).n_seeds
+    assert counts[("cxvae", "v_probe_mse")] == 1 and counts[("cxvae", "translation_mse")] == 2
