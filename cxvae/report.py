@@ -11,7 +11,7 @@ import math
 from numbers import Integral, Real
 from typing import Iterable, Sequence
 
-__all__ = ["claim_verdict", "span", "significant", "glue", "book_display", "BOOK_DIGITS"]
+__all__ = ["claim_verdict", "span", "significant", "glue", "book_display", "kernel_spread", "BOOK_DIGITS"]
 
 # Significant digits of every number a chapter stores (glued values, tables): what the prose means.
 # Another CPU rounds the arithmetic differently (other kernels), which moves the 5th-7th digit of a
@@ -64,3 +64,15 @@ def book_display(digits: int = BOOK_DIGITS) -> None:
     import pandas as pd
 
     pd.set_option("display.float_format", lambda x: f"{x:.{digits}g}")
+
+
+def kernel_spread(scores) -> "pd.DataFrame":
+    """How far each metric moves when only the CPU's kernels change: from a long table with
+    columns ``setting, scorer, metric, value`` (``scripts/kernel_spread.py`` writes it), the
+    relative spread ``(max - min) / |median|`` over the settings, one row per metric and one column
+    per scorer. 0 means every setting gave the same value to the last bit."""
+    import pandas as pd
+
+    spread = scores.groupby(["metric", "scorer"], sort=False).value.agg(
+        lambda v: float((v.max() - v.min()) / abs(v.median())) if v.median() != 0 else float(v.max() - v.min()))
+    return pd.DataFrame(spread).value.unstack("scorer")

@@ -44,7 +44,7 @@ from .train import make_splits, resolve_device, save_checkpoint, train_seeds
 
 __all__ = ["parse_seeds", "format_seeds", "provenance", "append_row", "score", "sweep", "run_oracle", "summarise",
            "compare_to", "read_study", "study_command", "load_or_run", "probe_config", "merge_study",
-           "short_of_seeds", "made_on_cpu_only", "rescore_v_probe", "PAPER_SEEDS"]
+           "short_of_seeds", "made_on_cpu_only", "rescore_v_probe", "run_history", "PAPER_SEEDS"]
 
 RUNS_CSV, ORACLE_CSV, CONFIG_JSON = "runs.csv", "oracle.csv", "config.json"
 PAPER_SEEDS = 100  # random initialisations per model in the paper's Figures 4 and 5
@@ -477,6 +477,15 @@ def read_study(folder) -> Dict[str, object]:
     oracle = _read_table(folder / ORACLE_CSV) if (folder / ORACLE_CSV).exists() else None
     config = json.loads((folder / CONFIG_JSON).read_text()) if (folder / CONFIG_JSON).exists() else {}
     return dict(runs=_read_table(folder / RUNS_CSV), oracle=oracle, config=config)
+
+
+def run_history(folder, preset: str, seed: int) -> pd.DataFrame:
+    """The per-epoch training curve of one run of a study folder (``histories/<preset>-<seed>.csv``:
+    ``epoch, step, train_neg_elbo, valid_neg_elbo, ...``)."""
+    path = Path(folder) / "histories" / f"{preset}-{int(seed)}.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: {folder} has no curve of {preset} seed {seed}")
+    return _read_table(path, columns=("epoch", "train_neg_elbo", "valid_neg_elbo"))
 
 
 def short_of_seeds(runs: pd.DataFrame, presets: Optional[Sequence[str]] = None, target: int = PAPER_SEEDS) -> str:
