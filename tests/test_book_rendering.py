@@ -1,16 +1,16 @@
 """The built book renders in a real browser with no network: maths typeset, wide tables scroll.
 
-A one-page book (inline and display maths, a wide Markdown table, a wide pandas DataFrame output) is
-built with the project's own _config.yml (only execution is turned off: the DataFrame output is
-stored in a small notebook), then opened in headless Chromium with every host unresolvable and a
-dead proxy. Scripts run (--virtual-time-budget) and the DOM is dumped (--dump-dom).
+A two-page book (a MyST page with inline and display maths and a wide Markdown table; a notebook
+with a stored wide pandas DataFrame output) is built with the project's own _config.yml (only
+execution is turned off), then opened in headless Chromium with every host unresolvable and a dead
+proxy. Scripts run (--virtual-time-budget) and the DOM is dumped (--dump-dom); a small probe script,
+added to a copy of each page, reports how the tables are laid out.
 
 Chromium comes from Debian (`bash scripts/_chromium.sh` installs it when missing). Without it the
 test skips, except on CI (CI set), where it fails: the check must not vanish silently there.
 A run takes about 10-20 s (the build about 10 s, the browser a few).
 """
 
-import copy
 import json
 import os
 import shutil
@@ -128,7 +128,6 @@ def _build_tiny_book(tmp_path: Path) -> Path:
     import nbformat
 
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
-    config = copy.deepcopy(config)
     config.setdefault("execute", {})["execute_notebooks"] = "off"   # the notebook's output is stored
     src = tmp_path / "src"
     (src / "pages").mkdir(parents=True)   # not book/: the config excludes book/*.ipynb (paired notebooks)
@@ -167,7 +166,8 @@ def _offline_dom(browser: str, page: Path, profile: Path) -> str:
     return result.stdout
 
 
-def _probed_dom(browser: str, html: Path, name: str, tmp_path: Path) -> tuple["bs4.BeautifulSoup", dict]:
+def _probed_dom(browser: str, html: Path, name: str, tmp_path: Path):
+    """The DOM (BeautifulSoup) of a copy of the page with the probe added, and the probe's report."""
     from bs4 import BeautifulSoup
 
     original = html / name
