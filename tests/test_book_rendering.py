@@ -57,11 +57,11 @@ See {eq}`tiny-eq`.
 | cxvae | 3.1234 [3.0001, 3.2345] | 0.1234 [0.1001, 0.1345] | 0.2234 [0.2001, 0.2345] | 0.3234 [0.3001, 0.3345] | 0.4234 [0.4001, 0.4345] | 0.5234 [0.5001, 0.5345] | 0.6234 [0.6001, 0.6345] | 0.7234 [0.7001, 0.7345] |
 """
 
-# Runs in the page copy once it has loaded and MathJax (if any) has typeset: for every table in the
+# Runs in the page copy once it is parsed and MathJax (if any) has typeset: for every table in the
 # article, the nearest ancestor that scrolls sideways and whether the table fits in the article.
 PROBE = """
 <script>
-window.addEventListener("load", function () {
+document.addEventListener("DOMContentLoaded", function () {   // deferred scripts (MathJax) have run
   var ready = (window.MathJax && MathJax.startup && MathJax.startup.promise) || Promise.resolve();
   ready.catch(function () {}).then(function () {
     var article = document.querySelector("article") || document.body;
