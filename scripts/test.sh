@@ -6,10 +6,12 @@
 # every check must hold whatever the kernels. The first pass runs under this machine's own kernels;
 # the second under another setting (tests/kernels.py: a narrower vector width for PyTorch, MKL's
 # vendor-neutral matrix products, one thread), which changes the bits of trained models' outputs
-# (tests/test_portability.py proves it). The second pass skips the chapters' papermill re-runs:
-# their outputs are not compared, and nbval re-executes every chapter under it anyway.
+# (tests/test_portability.py proves it). The second pass skips what computes no numbers to compare:
+# the chapters' papermill re-runs (nbval re-executes every chapter under it anyway) and the browser
+# test of the rendered book.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"   # cds to the repository root
+bash scripts/_chromium.sh   # headless Chromium for tests/test_book_rendering.py (installed only when missing)
 
 run_pytest() {
     # pytest exits 5 when it collects no tests; that is a broken suite, not a pass.
@@ -34,7 +36,7 @@ other="$(python tests/kernels.py)"
 (
     export $other
     echo ">> unit tests again, under other kernels: $other"
-    run_pytest -k "not reruns_from_scratch" "$@"
+    run_pytest -k "not reruns_from_scratch and not test_book_rendering" "$@"
     echo ">> chapters: nbval again, under other kernels: $other"
     run_nbval
 )
