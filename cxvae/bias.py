@@ -208,7 +208,7 @@ def group_posterior_gap(model, data, oracle=None, batch_size: int = 1024) -> pd.
     variance of mu, ``mu_mean_error`` (learned - exact), ``mu_shrinkage`` (learned / exact mean,
     < 1 means pulled towards the prior mean 0), ``mu_log_var_ratio`` (log learned / exact variance,
     < 0 means over-confident), ``mu_kl`` (``KL[q(mu|x) || N(exact mean, exact var)]``, the exact
-    marginal of mu replaced by its moment-matched normal) and ``abs_sigma_error`` (learned -
+    marginal of mu replaced by its moment-matched normal) and ``abs_sigma_bias`` (learned -
     exact ``E|sigma|``).
 
     Args:
@@ -235,7 +235,7 @@ def group_posterior_gap(model, data, oracle=None, batch_size: int = 1024) -> pd.
         K=data.sizes.cpu().numpy(),
         mu_exact_mean=pm.numpy(), mu_exact_var=pv.numpy(), mu_learned_mean=qm.numpy(), mu_learned_var=qv.numpy(),
         mu_mean_error=(qm - pm).numpy(), mu_log_var_ratio=torch.log(qv / pv).numpy(), mu_kl=kl.numpy(),
-        abs_sigma_error=(folded_normal_mean(q_mean[:, 1], q_var[:, 1]) - exact["abs_sigma_mean"]).numpy(),
+        abs_sigma_bias=(folded_normal_mean(q_mean[:, 1], q_var[:, 1]) - exact["abs_sigma_mean"]).numpy(),
     ))
 
 
@@ -243,12 +243,12 @@ def summarise_posterior_gap(gap: pd.DataFrame, bins: Sequence[int] = (8, 16, 20,
     """Aggregate :func:`group_posterior_gap` by group size: per K bin, the number of groups, the
     ``mu_shrinkage`` slope (least-squares slope of learned on exact posterior mean of mu through
     the origin: 1 is unbiased, < 1 is pulled towards the prior), the mean ``mu_log_var_ratio``,
-    the mean ``mu_kl`` and the mean ``abs_sigma_error``; a last row ``K = 'all'`` pools every group."""
+    the mean ``mu_kl`` and the mean ``abs_sigma_bias``; a last row ``K = 'all'`` pools every group."""
     def row(label, g):  # one K bin's summary
         return dict(K=label, groups=len(g),
                     mu_shrinkage=float((g.mu_learned_mean * g.mu_exact_mean).sum() / (g.mu_exact_mean ** 2).sum()),
                     mu_log_var_ratio=float(g.mu_log_var_ratio.mean()), mu_kl=float(g.mu_kl.mean()),
-                    abs_sigma_error=float(g.abs_sigma_error.mean()))
+                    abs_sigma_bias=float(g.abs_sigma_bias.mean()))
 
     binned = pd.cut(gap["K"], bins=list(bins), right=False)
     rows = [row(f"{iv.left}-{iv.right - 1}", g) for iv, g in gap.groupby(binned, observed=True)]

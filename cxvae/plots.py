@@ -234,7 +234,7 @@ def _direction_title(metric: str) -> str:
 
 def plot_metric_boxes(runs: pd.DataFrame, metrics: Sequence[str],
                       oracle: Optional[Mapping[str, float]] = None,
-                      presets: Optional[Sequence[str]] = None) -> Figure:
+                      presets: Optional[Sequence[str]] = None, log_scale: Sequence[str] = ()) -> Figure:
     """Box plots over seeds, one panel per metric and one box per preset (paper Figures 4, 5).
 
     Args:
@@ -243,6 +243,8 @@ def plot_metric_boxes(runs: pd.DataFrame, metrics: Sequence[str],
             "(higher is better)" from :data:`cxvae.metrics.METRICS`.
         oracle: metric -> the oracle's value, drawn as a dashed black line when given.
         presets: the boxes' order (default: order of first appearance in ``runs``).
+        log_scale: metrics drawn on a logarithmic axis (for positive values spanning decades, so
+            that one far-off preset does not squash the others' boxes).
     """
     presets = list(presets) if presets is not None else list(dict.fromkeys(runs["preset"]))
     rng = np.random.default_rng(0)
@@ -263,6 +265,8 @@ def plot_metric_boxes(runs: pd.DataFrame, metrics: Sequence[str],
             ax.set_xticks(range(len(presets)))
             ax.set_xticklabels(presets, rotation=40, ha="right")
             ax.set_title(_direction_title(metric))
+            if metric in log_scale:
+                ax.set_yscale("log")
     return fig
 
 

@@ -31,10 +31,13 @@ def claim_verdict(checks: Iterable[bool], min_seeds: int) -> str:
     return "reproduced" if all(checks) else "partly reproduced" if any(checks) else "not reproduced"
 
 
-def span(values: Sequence[float], digits: int = 3) -> str:
-    """``'a'`` or ``'a–b'``: the range of a few medians, rounded to ``digits`` decimals."""
+def span(values: Sequence[float], digits: int = 3, fmt: str = "") -> str:
+    """``'a'`` or ``'a–b'``: the range of a few medians, rounded to ``digits`` decimals (or
+    written with the format spec ``fmt``, e.g. ``'.2e'``); one number when both ends print alike."""
     lo, hi = min(values), max(values)
-    return f"{lo:.{digits}f}" if round(lo, digits) == round(hi, digits) else f"{lo:.{digits}f}–{hi:.{digits}f}"
+    fmt = fmt or f".{digits}f"
+    a, b = format(lo, fmt), format(hi, fmt)
+    return a if a == b else f"{a}–{b}"
 
 
 def significant(value, digits: int = BOOK_DIGITS):

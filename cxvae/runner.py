@@ -44,7 +44,8 @@ from .train import make_splits, resolve_device, save_checkpoint, train_seeds
 
 __all__ = ["parse_seeds", "format_seeds", "provenance", "append_row", "score", "sweep", "run_oracle", "summarise",
            "compare_to", "read_study", "study_command", "load_or_run", "probe_config", "merge_study",
-           "short_of_seeds", "made_on_cpu_only", "rescore_v_probe", "run_history", "PAPER_SEEDS"]
+           "short_of_seeds", "made_on_cpu_only", "rescore_v_probe", "run_history", "study_provenance", "made_by",
+           "PAPER_SEEDS"]
 
 RUNS_CSV, ORACLE_CSV, CONFIG_JSON = "runs.csv", "oracle.csv", "config.json"
 PAPER_SEEDS = 100  # random initialisations per model in the paper's Figures 4 and 5
@@ -477,6 +478,30 @@ def read_study(folder) -> Dict[str, object]:
     oracle = _read_table(folder / ORACLE_CSV) if (folder / ORACLE_CSV).exists() else None
     config = json.loads((folder / CONFIG_JSON).read_text()) if (folder / CONFIG_JSON).exists() else {}
     return dict(runs=_read_table(folder / RUNS_CSV), oracle=oracle, config=config)
+
+
+def study_provenance(folder) -> pd.DataFrame:
+    """Who made a study folder's runs: one row per preset with ``n_seeds``, ``seeds`` (as
+    :func:`format_seeds` writes them), the ``devices`` and the library ``commits`` (12
+    characters, each with how many of its runs), from ``runs.csv``."""
+    runs = read_study(folder)["runs"]
+
+    def counted(values: pd.Series) -> str:
+        return ", ".join(f"{name} ({n})" for name, n in values.value_counts(sort=False).items())
+
+    return runs.groupby("preset", sort=False).agg(
+        n_seeds=("seed", "count"), seeds=("seed", format_seeds), devices=("device", counted),
+        commits=("git_commit", counted))
+
+
+def made_by(study: Dict[str, object]) -> str:
+    """One line naming what made a study that :func:`load_or_run` returned: the command itself
+    when there is one, else how many commands made the folder and where they are listed."""
+    commands = [c for c in str(study.get("command", "")).splitlines() if c.strip()]
+    if len(commands) == 1:
+        return commands[0]
+    return (f"{study['folder']}: made by {len(commands)} cxvae commands (listed, with the machines and "
+            "commits of every run, in the appendix 'How the committed results were made')")
 
 
 def run_history(folder, preset: str, seed: int) -> pd.DataFrame:

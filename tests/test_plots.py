@@ -96,3 +96,12 @@ def test_plot_translation_one_row_per_model():
     check(plots.plot_translation(source, truth, target, truth), 2)
     with pytest.raises(ValueError, match="same length"):
         plots.plot_translation(source, [x[:-1] for x in truth], target, truth)
+
+
+def test_metric_boxes_draw_the_named_metrics_on_a_log_axis():
+    """log_scale puts the named panels on a logarithmic axis and leaves the others linear."""
+    rng = np.random.default_rng(1)
+    runs = pd.DataFrame([dict(preset=p, seed=s, recon_mse=rng.random() + 0.1, translation_mse=10 ** rng.random())
+                         for p in ("a", "b") for s in range(3)])
+    fig = plots.plot_metric_boxes(runs, ["recon_mse", "translation_mse"], log_scale=["translation_mse"])
+    assert [ax.get_yscale() for ax in fig.axes] == ["linear", "log"]

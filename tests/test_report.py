@@ -66,3 +66,10 @@ def test_kernel_spread_is_the_range_over_settings_relative_to_the_median():
     spread = kernel_spread(scores)
     assert spread.loc["x", "oracle"] == 0.0
     assert spread.loc["x", "model"] == pytest.approx(0.1 / 1.05)
+
+
+def test_span_prints_one_number_when_both_ends_print_alike():
+    """'0.044', not '0.044 to 0.044'; a format spec such as '.2e' is honoured."""
+    assert span([0.04412, 0.04449]) == "0.044"
+    assert span([2.5e-4, 6.6e-5], fmt=".2e") == "6.60e-05–2.50e-04"
+    assert span([1.234e-4, 1.2341e-4], fmt=".2e") == "1.23e-04"
