@@ -162,6 +162,32 @@ def translation_checks(summary: pd.DataFrame, model: str = "cxvae",
                          "gap grows": excess[hi] > excess[lo]}).loc[list(baselines)]
 
 
+def budget_verdicts(summary: pd.DataFrame, paper_summary: pd.DataFrame, metrics: Sequence[str],
+                    model: str = "cxvae", baselines: Sequence[str] = BASELINES) -> pd.DataFrame:
+    """How ``model``'s verdicts against the baselines depend on the training budget: per metric,
+    the :func:`~cxvae.runner.compare_to` verdicts against each baseline at the study's budget
+    (``summary``, :func:`summarise_strength` output) at c = 0 and c = 1, and at the paper's budget
+    (``paper_summary``, :func:`~cxvae.runner.summarise` of the paper-scale study, c = 1), written
+    as ``'better 3/3'``, ``'worse 2/3, overlap 1/3'`` and so on, with ``model``'s median beside them.
+    Returns one row per metric."""
+    def counted(verdicts: pd.Series) -> str:
+        order = [v for v in ("better", "overlap", "worse") if (verdicts == v).any()]
+        return ", ".join(f"{v} {int((verdicts == v).sum())}/{len(verdicts)}" for v in order)
+
+    rows = {}
+    for metric in metrics:
+        row = {}
+        for label, table in ((f"study budget, c = 0", summary[summary.group_strength == 0.0]),
+                             (f"study budget, c = 1", summary[summary.group_strength == 1.0]),
+                             ("paper budget, c = 1", paper_summary)):
+            table = table[table.metric == metric].drop(columns="group_strength", errors="ignore")
+            verdicts = compare_to(table, model, list(baselines)).set_index("baseline").verdict
+            row[label] = counted(verdicts.loc[list(baselines)])
+            row[f"{label}: {model}"] = float(table.set_index("preset").loc[model, "median"])
+        rows[metric] = row
+    return pd.DataFrame(rows).T
+
+
 def first_strength_all_better(summary: pd.DataFrame, metric: str = "translation_mse", model: str = "cxvae",
                               baselines: Sequence[str] = BASELINES) -> Optional[float]:
     """The smallest strength from which on ``model`` is ``better`` than every baseline on ``metric``

@@ -323,3 +323,29 @@ def test_rescore_moves_the_trained_probe_aside_and_scores_kept_models_again(tmp_
     assert ((out / "runs.csv").read_text(), (out / "oracle.csv").read_text()) == before
     counts = runner.summarise(table).set_index(["preset", "metric"]).n_seeds
     assert counts[("cxvae", "v_probe_mse")] == 1 and counts[("cxvae", "translation_mse")] == 2
+
+
+def test_study_provenance_names_seeds_devices_and_commits_and_made_by_is_one_line(tmp_path):
+    """Per preset: how many seeds, which, on which devices by which commits (with counts); a
+    study made by many commands is named in one line that points to the appendix."""
+    out = tmp_path / "study"
+    out.mkdir()
+    pd.DataFrame([dict(preset=p, seed=s, device=d, git_commit=c) for p, s, d, c in [
+        ("a", 0, "cpu (x86_64)", "abc"), ("a", 1, "cpu (x86_64)", "abc"), ("a", 2, "NVIDIA H200", "def"),
+        ("b", 5, "cpu (x86_64)", "abc")]]).to_csv(out / "runs.csv", index=False)
+    table = runner.study_provenance(out)
+    assert table.loc["a"].tolist() == [3, "0-2", "cpu (x86_64) (2), NVIDIA H200 (1)", "abc (2), def (1)"]
+    assert table.loc["b", "seeds"] == "5" and table.loc["b", "n_seeds"] == 1
+    assert runner.made_by(dict(command="cxvae sweep --out x", folder="x")) == "cxvae sweep --out x"
+    many = runner.made_by(dict(command="one\ntwo\nthree", folder="results/paper"))
+    assert "\n" not in many and "3 cxvae commands" in many and "appendix" in many
+
+
+def test_run_history_reads_a_runs_curve_and_names_a_missing_one(tmp_path):
+    """The curve of (preset, seed) from histories/, or a FileNotFoundError naming what is missing."""
+    (tmp_path / "histories").mkdir()
+    pd.DataFrame(dict(epoch=[1, 2], train_neg_elbo=[3.0, 2.0], valid_neg_elbo=[3.1, 2.1])).to_csv(
+        tmp_path / "histories" / "cxvae-4.csv", index=False)
+    assert runner.run_history(tmp_path, "cxvae", 4).valid_neg_elbo.tolist() == [3.1, 2.1]
+    with pytest.raises(FileNotFoundError, match="cxvae seed 5"):
+        runner.run_history(tmp_path, "cxvae", 5)

@@ -177,3 +177,22 @@ def test_the_single_observation_floor_is_the_error_of_the_best_single_score_gues
     v_mean, _ = ExamScoresOracle(0.1).posterior_v(single)
     squared_error = float(((v_mean[:, 0, 0] - single.v[:, 0, 0].double()) ** 2).mean())
     assert single_observation_floor(1.0) == pytest.approx(squared_error, abs=0.015)
+
+
+def test_budget_verdicts_count_each_verdict_at_both_budgets():
+    """Per metric: CxVAE's verdicts against the baselines at the study's c = 0 and c = 1 and at the
+    paper's budget, counted ('better 2/3, worse 1/3'), with CxVAE's median beside them."""
+    from cxvae.strength import budget_verdicts
+
+    study = {}
+    for c, cx in ((0.0, (1.2, 1.1, 1.3)), (1.0, (2.0, 1.9, 2.1))):
+        study.update({(c, "ml-vae"): (1.0, 0.9, 1.05), (c, "gvae"): (3.0, 2.9, 3.1), (c, "gvae-ad"): (2.0, 1.8, 2.2)})
+        study[(c, "cxvae")], study[(c, "oracle")] = cx, (0.5, 0.5, 0.5)
+    paper = _summary({(1.0, p): v for p, v in [("ml-vae", (5.0, 4.9, 5.1)), ("gvae", (5.0, 4.9, 5.1)),
+                                                ("gvae-ad", (5.0, 4.9, 5.1)), ("cxvae", (1.0, 0.9, 1.1))]})
+    table = budget_verdicts(_summary(study), paper.drop(columns="group_strength"), ["translation_mse"])
+    row = table.loc["translation_mse"]
+    assert row["study budget, c = 0"] == "better 2/3, worse 1/3"
+    assert row["study budget, c = 1"] == "better 1/3, overlap 1/3, worse 1/3"
+    assert row["paper budget, c = 1"] == "better 3/3"
+    assert row["study budget, c = 1: cxvae"] == 2.0 and row["paper budget, c = 1: cxvae"] == 1.0
