@@ -125,12 +125,6 @@ class ModelConfig:
             raise ConfigError(f"noise_std must be positive; got {self.noise_std}")
 
     @property
-    def min_group_size(self) -> int:
-        """Smallest group the model accepts: the MINE regularisers pair an observation with
-        another one of the same group, so they need two."""
-        return 2 if self.regulariser != "none" else 1
-
-    @property
     def min_batch_groups(self) -> int:
         """Fewest groups a training batch may hold: the MINE regularisers pair each group with
         another group of its batch, so they need two."""

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from .config import ModelConfig, RunConfig
 from .data import DataError, GroupedData, exam_scores_mean
+from .layers import MLP, observed_noise, uniform_pair_noise  # noqa: F401  (MLP, uniform_pair_noise re-exported)
 from .noise import TRAIN, step_noise
 from .regularisers import make_regulariser, pairs_from_uniforms
 
@@ -29,18 +30,6 @@ MIN_VAR = 1e-6
 # ---------------------------------------------------------------------------------------------
 # Building blocks
 # ---------------------------------------------------------------------------------------------
-class MLP(nn.Sequential):
-    """``depth`` hidden layers of ``hidden`` ReLU units, then a linear output layer."""
-
-    def __init__(self, in_dim: int, out_dim: int, hidden: int = 32, depth: int = 3):
-        layers, width = [], in_dim
-        for _ in range(depth):
-            layers += [nn.Linear(width, hidden), nn.ReLU()]
-            width = hidden
-        layers.append(nn.Linear(width, out_dim))
-        super().__init__(*layers)
-
-
 def masked_sum(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Sum of ``h (B, K, H)`` over the observed positions of each group -> ``(B, H)``."""
     return (h * mask[..., None].to(h.dtype)).sum(dim=1)
@@ -68,25 +57,6 @@ def kl_to_standard_normal(mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor
 def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
     """``log N(x; mean, diag var)`` summed over the last dim; ``(..., d) -> (...)``."""
     return -0.5 * (((x - mean) ** 2) / var + var.log() + math.log(2 * math.pi)).sum(dim=-1)
-
-
-def observed_noise(mask: torch.Tensor, dim: int, kind: str = "normal", dtype=torch.float32,
-                   generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Noise ``(B, K, dim)`` drawn for the observed positions of ``mask (B, K)`` only, in group
-    order (zero at padding), so a seeded draw does not depend on how much padding a batch has.
-    ``kind`` is ``'normal'`` (N(0, 1)) or ``'uniform'`` (U(0, 1))."""
-    observed = mask.flatten().nonzero().squeeze(1)
-    draw = torch.randn if kind == "normal" else torch.rand
-    flat = draw(len(observed), dim, dtype=dtype, device=mask.device, generator=generator)
-    out = torch.zeros(mask.numel(), dim, dtype=dtype, device=mask.device)
-    out[observed] = flat
-    return out.view(*mask.shape, dim)
-
-
-def uniform_pair_noise(mask: torch.Tensor, dtype=torch.float32, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Three independent U(0, 1) fields ``(3, B, K)`` at the observed positions of ``mask (B, K)``
-    (drawn one after the other), for :func:`~cxvae.regularisers.pairs_from_uniforms`."""
-    return torch.stack([observed_noise(mask, 1, "uniform", dtype, generator)[..., 0] for _ in range(3)])
 
 
 def sample_normal(mean: torch.Tensor, var: torch.Tensor, mask: Optional[torch.Tensor] = None,
@@ -282,12 +252,11 @@ class GroupVAE(nn.Module):
     def check_batch(self, batch: GroupedData, training: bool = True) -> None:
         """Raise a clear :class:`~cxvae.data.DataError` if the groups do not fit this model.
 
-        ``training``: also check what the regulariser needs to train (groups of at least
-        ``cfg.min_group_size`` observations, at least 2 groups); encoding and scoring need neither.
+        ``training``: also check what the regulariser needs to train (at least
+        ``cfg.min_batch_groups`` groups); encoding and scoring need no such thing. Groups of one
+        observation are fine: the regulariser skips them (:func:`cxvae.regularisers.pairable`).
         """
-        pairs = training and self.cfg.regulariser != "none"
-        batch.validate(self.cfg.min_group_size if training else 1,
-                       what=f"the {self.cfg.regulariser!r} regulariser" if pairs else "this model")
+        batch.validate(1)
         if batch.x_dim != self.cfg.x_dim:
             raise DataError(f"the model expects observations with x_dim={self.cfg.x_dim}; got {batch.x_dim}")
         dtype = next(self.parameters()).dtype

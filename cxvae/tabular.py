@@ -114,8 +114,8 @@ def groups_from_dataframe(df: pd.DataFrame, group: str, values: Sequence[str], *
         df: one row per observation.
         group: the column naming each row's group (any hashable labels).
         values: the numeric columns that make up the observation ``x_ik``.
-        min_group_size: the smallest group the chosen model accepts (2 for the MINE
-            regularisers, see :attr:`cxvae.config.ModelConfig.min_group_size`).
+        min_group_size: the smallest group the caller accepts (every preset accepts groups of
+            one observation: the regularisers skip them).
         what: how to name the model in the error for too-small groups.
     Returns:
         ``(data, index)``: :class:`GroupedData` (``u``, ``v`` are None: no ground truth) and the
@@ -534,14 +534,14 @@ def fit(df: pd.DataFrame, group: str, values: Sequence[str], *, preset: str = "c
     train_overrides = _overrides("train_options", train_options, TrainConfig, dict(
         epochs=(epochs, "pass epochs={} to fit itself, not in train_options"),
         batch_size=(batch_size, "pass batch_size={} to fit itself, not in train_options")))
-    model_cfg = model_preset(preset, **overrides)
+    model_preset(preset, **overrides)  # an unknown preset or field fails here, before any work
     mean, std = df[values].mean(), df[values].std(ddof=0)
     constant = [c for c in values if not std[c] > 0]
     if constant:
         raise DataError(f"value column(s) {constant} are constant in the training table; leave them out")
-    what = f"the {preset!r} preset (its {model_cfg.regulariser!r} regulariser)"
     scaled = df.assign(**{c: (df[c] - mean[c]) / std[c] for c in values})
-    data, _ = groups_from_dataframe(scaled, group, values, min_group_size=model_cfg.min_group_size, what=what)
+    # groups of one row train the VAE too; the regulariser skips them (history: skipped_groups)
+    data, _ = groups_from_dataframe(scaled, group, values)
     if data.n_groups < 2:
         raise DataError(f"a Group VAE needs at least 2 groups to learn what differs between them; got {data.n_groups}")
     cfg = make_run_config(preset, seed=seed, scale="smoke", device=device, model=overrides, train=train_overrides)
