@@ -6,7 +6,10 @@ Variational posterior: ``q(u | x) prod_k q(v_k | x_k)`` (GVAE) or ``q(u | x) pro
 ``(mean, var)`` pair.
 
 Shapes: ``x (B, K, x_dim)``, ``mask (B, K)`` (True = observed, left aligned), ``u (B, u_dim)``,
-``v (B, K, v_dim)``. Padded positions never influence a real output.
+``v (B, K, v_dim)``. Padded positions never influence a real output. A model with ``c_dim``
+observed covariates (fixed effects, e.g. an intake score) takes ``x (B, K, x_dim + c_dim)``: the
+encoders and the critic read every column, the decoder ``p(x | u, v, c)`` the covariates, and the
+likelihood scores only the first ``x_dim`` columns (a conditional model, not a joint one).
 """
 from __future__ import annotations
 
@@ -84,7 +87,7 @@ class AverageGroupEncoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.per_observation = MLP(cfg.x_dim, 2 * cfg.u_dim, cfg.hidden, cfg.depth)
+        self.per_observation = MLP(cfg.x_dim + cfg.c_dim, 2 * cfg.u_dim, cfg.hidden, cfg.depth)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> Normal:
         """``x (B, K, x_dim)``, ``mask (B, K)`` -> ``q(u | x)`` as mean, var ``(B, u_dim)``."""
@@ -101,7 +104,7 @@ class ProductGroupEncoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.per_observation = MLP(cfg.x_dim, 2 * cfg.u_dim, cfg.hidden, cfg.depth)
+        self.per_observation = MLP(cfg.x_dim + cfg.c_dim, 2 * cfg.u_dim, cfg.hidden, cfg.depth)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> Normal:
         """``x (B, K, x_dim)``, ``mask (B, K)`` -> ``q(u | x)`` as mean, var ``(B, u_dim)``."""
@@ -127,7 +130,7 @@ class CorrectedProductGroupEncoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.per_observation = MLP(cfg.x_dim, 2 * cfg.u_dim, cfg.hidden, cfg.depth)
+        self.per_observation = MLP(cfg.x_dim + cfg.c_dim, 2 * cfg.u_dim, cfg.hidden, cfg.depth)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> Normal:
         """``x (B, K, x_dim)``, ``mask (B, K)`` -> ``q(u | x)`` as mean, var ``(B, u_dim)``."""
@@ -142,7 +145,7 @@ class DeepSetsGroupEncoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.element = MLP(cfg.x_dim, cfg.hidden, cfg.hidden, cfg.depth)  # E_A
+        self.element = MLP(cfg.x_dim + cfg.c_dim, cfg.hidden, cfg.hidden, cfg.depth)  # E_A
         self.pooled = MLP(cfg.hidden, 2 * cfg.u_dim, cfg.hidden, cfg.depth)  # E_B
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> Normal:
@@ -171,7 +174,7 @@ class InstanceEncoder(nn.Module):
     def __init__(self, cfg: ModelConfig, conditional: bool):
         super().__init__()
         self.conditional = conditional
-        in_dim = cfg.x_dim + (cfg.u_dim if conditional else 0)
+        in_dim = cfg.x_dim + cfg.c_dim + (cfg.u_dim if conditional else 0)
         self.net = MLP(in_dim, 2 * cfg.v_dim, cfg.hidden, cfg.depth)
 
     def forward(self, x: torch.Tensor, u: Optional[torch.Tensor]) -> Normal:
@@ -195,8 +198,9 @@ class ExamScoresDecoder(nn.Module):
         self.register_buffer("log_var", torch.tensor([2.0 * math.log(cfg.noise_std)]))
         self.group_strength = cfg.group_strength
 
-    def forward(self, u: torch.Tensor, v: torch.Tensor) -> Normal:
-        """``u (B, u_dim)``, ``v (B, K, v_dim)`` -> ``p(x | u, v)`` as mean, var ``(B, K, x_dim)``."""
+    def forward(self, u: torch.Tensor, v: torch.Tensor, covariates: Optional[torch.Tensor] = None) -> Normal:
+        """``u (B, u_dim)``, ``v (B, K, v_dim)`` -> ``p(x | u, v)`` as mean, var ``(B, K, x_dim)``
+        (``covariates`` is always None: the config refuses them for this decoder)."""
         mean = exam_scores_mean(u[:, None, :], v, self.group_strength)  # (B, K, 1)
         return mean, self.log_var.exp().expand_as(mean)
 
@@ -206,12 +210,18 @@ class MLPDecoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.net = MLP(cfg.u_dim + cfg.v_dim, cfg.x_dim, cfg.hidden, cfg.depth)
+        self.net = MLP(cfg.u_dim + cfg.v_dim + cfg.c_dim, cfg.x_dim, cfg.hidden, cfg.depth)
         self.log_var = nn.Parameter(torch.zeros(cfg.x_dim))
+        self.c_dim = cfg.c_dim
 
-    def forward(self, u: torch.Tensor, v: torch.Tensor) -> Normal:
-        """``u (B, u_dim)``, ``v (B, K, v_dim)`` -> ``p(x | u, v)`` as mean, var ``(B, K, x_dim)``."""
-        h = torch.cat([u[:, None, :].expand(-1, v.shape[1], -1), v], dim=-1)  # (B, K, u+v)
+    def forward(self, u: torch.Tensor, v: torch.Tensor, covariates: Optional[torch.Tensor] = None) -> Normal:
+        """``u (B, u_dim)``, ``v (B, K, v_dim)`` and, with ``c_dim`` covariates, ``covariates
+        (B, K, c_dim)`` -> ``p(x | u, v, c)`` as mean, var ``(B, K, x_dim)``."""
+        if (covariates is None) != (self.c_dim == 0):
+            raise DataError(f"this decoder was built for {self.c_dim} covariate column(s); "
+                            f"got {'none' if covariates is None else covariates.shape[-1]}")
+        parts = [u[:, None, :].expand(-1, v.shape[1], -1), v] + ([] if covariates is None else [covariates])
+        h = torch.cat(parts, dim=-1)  # (B, K, u + v + c)
         mean = self.net(h)
         return mean, (self.log_var.exp() + MIN_VAR).expand_as(mean)
 
@@ -257,8 +267,10 @@ class GroupVAE(nn.Module):
         observation are fine: the regulariser skips them (:func:`cxvae.regularisers.pairable`).
         """
         batch.validate(1)
-        if batch.x_dim != self.cfg.x_dim:
-            raise DataError(f"the model expects observations with x_dim={self.cfg.x_dim}; got {batch.x_dim}")
+        if batch.x_dim != self.cfg.x_dim + self.cfg.c_dim:
+            raise DataError(f"the model expects observations with x_dim={self.cfg.x_dim}"
+                            + (f" plus {self.cfg.c_dim} covariate(s)" if self.cfg.c_dim else "")
+                            + f"; got {batch.x_dim} column(s)")
         dtype = next(self.parameters()).dtype
         if batch.x.dtype != dtype:
             raise DataError(f"the model's parameters are {dtype} but the observations are {batch.x.dtype}; "
@@ -301,9 +313,18 @@ class GroupVAE(nn.Module):
         v = sample_normal(v_mean, v_var, mask, eps=noise.get("v")) if sample else v_mean
         return dict(u_mean=u_mean, u_var=u_var, u=u, v_mean=v_mean, v_var=v_var, v=v)
 
-    def decode(self, u: torch.Tensor, v: torch.Tensor) -> Normal:
-        """``p(x | u, v)``: ``u (B, u_dim)``, ``v (B, K, v_dim)`` -> mean, var ``(B, K, x_dim)``."""
-        return self.decoder(u, v)
+    def decode(self, u: torch.Tensor, v: torch.Tensor, covariates: Optional[torch.Tensor] = None) -> Normal:
+        """``p(x | u, v)``: ``u (B, u_dim)``, ``v (B, K, v_dim)`` -> mean, var ``(B, K, x_dim)``.
+        A model with ``c_dim`` covariates needs them, ``covariates (B, K, c_dim)``
+        (:meth:`split_covariates`)."""
+        return self.decoder(u, v, covariates)
+
+    def split_covariates(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """``x (..., x_dim + c_dim)`` -> the modelled values ``(..., x_dim)`` and the covariates
+        ``(..., c_dim)`` (None without covariates; then the values are ``x`` itself)."""
+        if self.cfg.c_dim == 0:
+            return x, None
+        return x[..., :self.cfg.x_dim], x[..., self.cfg.x_dim:]
 
     # -- objective ----------------------------------------------------------------------------
     def elbo_terms(self, x: torch.Tensor, mask: torch.Tensor,
@@ -315,9 +336,10 @@ class GroupVAE(nn.Module):
         at the sampled u). Also returns the codes of :meth:`encode` (``noise`` as there).
         """
         codes = self.encode(x, mask, sample=True, noise=noise)
-        x_mean, x_var = self.decode(codes["u"], codes["v"])
+        values, covariates = self.split_covariates(x)
+        x_mean, x_var = self.decode(codes["u"], codes["v"], covariates)
         m = mask.to(x.dtype)
-        log_lik = (gaussian_log_prob(x, x_mean, x_var) * m).sum(dim=1)
+        log_lik = (gaussian_log_prob(values, x_mean, x_var) * m).sum(dim=1)
         kl_u = kl_to_standard_normal(codes["u_mean"], codes["u_var"])
         kl_v = (kl_to_standard_normal(codes["v_mean"], codes["v_var"]) * m).sum(dim=1)
         return dict(codes, log_lik=log_lik, kl_u=kl_u, kl_v=kl_v, elbo=log_lik - kl_u - kl_v)

@@ -156,4 +156,4 @@ def make_regulariser(cfg) -> nn.Module | None:
     if cfg.regulariser == "none":
         return None
     cls = {"nemeth": NemethCritic, "groupwise": GroupwiseCritic}[cfg.regulariser]
-    return cls(cfg.x_dim, cfg.v_dim, cfg.hidden, cfg.depth)
+    return cls(cfg.x_dim + cfg.c_dim, cfg.v_dim, cfg.hidden, cfg.depth)  # the critic reads the covariates too
