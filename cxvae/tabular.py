@@ -584,7 +584,7 @@ class GroupModel:
         c = None
         if covariates:
             c = torch.tensor(((df[covariates] - self.covariate_mean) / self.covariate_std).to_numpy(float),
-                                dtype=u_mean.dtype)
+                             dtype=u_mean.dtype)
         mean, var = predictive_moments(self.model, u_mean, u_var, c, n_samples=n_samples, seed=seed)
         std = self.std.to_numpy()
         out = pd.DataFrame(mean.numpy() * std + self.mean.to_numpy(), index=df.index, columns=self.values)
