@@ -185,8 +185,8 @@ def _cmd_table_bench(args) -> int:
     runs = run_benchmark(tables, presets, seeds, epochs=args.epochs, batch_size=args.batch_size)
     command = (f"cxvae table-bench --tables {args.tables} --presets {args.presets} --seeds {args.seeds} "
                f"--epochs {args.epochs} --batch-size {args.batch_size} --out {shlex.quote(str(args.out))}")
-    config = dict(command=command, tables=tables,
-                  presets=presets, seeds=seeds, epochs=args.epochs, batch_size=args.batch_size)
+    config = dict(command=command, tables=tables,  # not "presets": a study config.json keeps RunConfigs there
+                  preset_names=presets, seeds=seeds, epochs=args.epochs, batch_size=args.batch_size)
     write_results(runs, args.out, config)
     print(summarise(runs).round(4).to_string())
     return 0
