@@ -1,6 +1,6 @@
 """The ``cxvae`` command line: ``cxvae train``, ``cxvae evaluate``, ``cxvae sweep``, ``cxvae oracle``,
-``cxvae summary``, ``cxvae gap``, ``cxvae strength``, ``cxvae bench``, ``cxvae merge`` and
-``cxvae rescore``.
+``cxvae summary``, ``cxvae gap``, ``cxvae strength``, ``cxvae bench``, ``cxvae merge``,
+``cxvae rescore`` and ``cxvae table-bench``.
 
 Run ``cxvae COMMAND --help`` for the options of each command.
 """
@@ -185,6 +185,25 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _cmd_table_bench(args) -> int:
+    import shlex
+
+    from .runner import parse_seeds
+    from .table_bench import DATASETS, run_benchmark, summarise, write_results
+
+    tables = list(DATASETS) if args.tables == "all" else [t.strip() for t in args.tables.split(",")]
+    presets = [p.strip() for p in args.presets.split(",")]
+    seeds = parse_seeds(args.seeds)
+    runs = run_benchmark(tables, presets, seeds, epochs=args.epochs, batch_size=args.batch_size)
+    command = (f"cxvae table-bench --tables {args.tables} --presets {args.presets} --seeds {args.seeds} "
+               f"--epochs {args.epochs} --batch-size {args.batch_size} --out {shlex.quote(str(args.out))}")
+    config = dict(command=command, tables=tables,  # not "presets": a study config.json keeps RunConfigs there
+                  preset_names=presets, seeds=seeds, epochs=args.epochs, batch_size=args.batch_size)
+    write_results(runs, args.out, config)
+    print(summarise(runs).round(4).to_string())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``cxvae`` command line: one sub-command per task (``cxvae --help`` lists them)."""
     parser = argparse.ArgumentParser(prog="cxvae", description=__doc__.splitlines()[0])
@@ -265,6 +284,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", nargs="+", help="study folders with runs.csv and models/ (e.g. results/paper)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_rescore)
+
+    p = sub.add_parser("table-bench", help="holdout NLL of MixedLM and presets on public multilevel tables")
+    p.add_argument("--tables", default="all", help="comma-separated cxvae.table_bench.DATASETS names (default all)")
+    p.add_argument("--presets", default="ml-vae,ml-vae-corrected,gvae,gvae-ad,cxvae")
+    p.add_argument("--seeds", default="0-4", help="model seeds, e.g. 0-4 or 0,1 (default 0-4)")
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--out", default="results/tabular_benchmark")
+    p.set_defaults(func=_cmd_table_bench)
 
     p = sub.add_parser("summary", help="print the median [95% interval] table of a study folder")
     p.add_argument("--out", default="results/sweep")

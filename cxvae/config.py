@@ -96,7 +96,9 @@ class ModelConfig:
     :data:`DECODERS`. Defaults are the exam-scores sizes: u 2-d, v 1-d, x 1-d, MLPs with 3 hidden
     layers of 32 units. ``noise_std`` is the likelihood's standard deviation for the ``true``
     decoder (the data's noise) and ``group_strength`` its ``c`` (:mod:`cxvae.strength`); the
-    ``mlp`` decoder learns its own.
+    ``mlp`` decoder learns its own. ``c_dim`` counts observed covariates (fixed effects): the
+    last ``c_dim`` columns of every observation, read by the encoders, the critic and the
+    ``mlp`` decoder but not modelled (``x_dim`` counts the modelled columns before them).
     """
 
     group_encoder: str = "deepsets"
@@ -110,6 +112,7 @@ class ModelConfig:
     depth: int = 3
     noise_std: float = 0.1
     group_strength: float = 1.0
+    c_dim: int = 0
 
     def __post_init__(self) -> None:
         _choose("group encoder", self.group_encoder, GROUP_ENCODERS)
@@ -118,17 +121,13 @@ class ModelConfig:
         _choose("decoder", self.decoder, DECODERS)
         for name in ("x_dim", "u_dim", "v_dim", "hidden", "depth"):
             setattr(self, name, require_int(name, getattr(self, name), 1))
-        if self.decoder == "true" and (self.x_dim, self.u_dim, self.v_dim) != (1, 2, 1):
-            raise ConfigError("the 'true' exam-scores decoder needs x_dim=1, u_dim=2, v_dim=1; "
-                              f"got x_dim={self.x_dim}, u_dim={self.u_dim}, v_dim={self.v_dim} (use decoder='mlp')")
+        self.c_dim = require_int("c_dim", self.c_dim, 0)
+        if self.decoder == "true" and (self.x_dim, self.u_dim, self.v_dim, self.c_dim) != (1, 2, 1, 0):
+            raise ConfigError("the 'true' exam-scores decoder needs x_dim=1, u_dim=2, v_dim=1 and no covariates; "
+                              f"got x_dim={self.x_dim}, u_dim={self.u_dim}, v_dim={self.v_dim}, c_dim={self.c_dim} "
+                              "(use decoder='mlp')")
         if not self.noise_std > 0:
             raise ConfigError(f"noise_std must be positive; got {self.noise_std}")
-
-    @property
-    def min_group_size(self) -> int:
-        """Smallest group the model accepts: the MINE regularisers pair an observation with
-        another one of the same group, so they need two."""
-        return 2 if self.regulariser != "none" else 1
 
     @property
     def min_batch_groups(self) -> int:
@@ -232,8 +231,13 @@ class RunConfig:
                               f"have {self.data.group_strength}; set both (make_run_config copies the data's)")
 
     def to_dict(self) -> Dict[str, Any]:
-        """The run as nested plain dicts (``model``, ``data``, ``train``, ``eval`` and the top-level fields)."""
-        return dataclasses.asdict(self)
+        """The run as nested plain dicts (``model``, ``data``, ``train``, ``eval`` and the top-level fields).
+        ``model.c_dim`` is left out when 0, so a run without covariates reads as before it existed
+        (studies compare their ``config.json`` key by key)."""
+        d = dataclasses.asdict(self)
+        if d["model"]["c_dim"] == 0:
+            del d["model"]["c_dim"]
+        return d
 
     def to_json(self) -> str:
         """:meth:`to_dict` as indented JSON with sorted keys (what ``config.json`` files hold)."""

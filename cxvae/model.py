@@ -6,7 +6,10 @@ Variational posterior: ``q(u | x) prod_k q(v_k | x_k)`` (GVAE) or ``q(u | x) pro
 ``(mean, var)`` pair.
 
 Shapes: ``x (B, K, x_dim)``, ``mask (B, K)`` (True = observed, left aligned), ``u (B, u_dim)``,
-``v (B, K, v_dim)``. Padded positions never influence a real output.
+``v (B, K, v_dim)``. Padded positions never influence a real output. A model with ``c_dim``
+observed covariates (fixed effects, e.g. an intake score) takes ``x (B, K, x_dim + c_dim)``: the
+encoders and the critic read every column, the decoder ``p(x | u, v, c)`` the covariates, and the
+likelihood scores only the first ``x_dim`` columns (a conditional model, not a joint one).
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import torch.nn.functional as F
 
 from .config import ModelConfig, RunConfig
 from .data import DataError, GroupedData, exam_scores_mean
+from .layers import MLP, observed_noise, uniform_pair_noise  # noqa: F401  (MLP, uniform_pair_noise re-exported)
 from .noise import TRAIN, step_noise
 from .regularisers import make_regulariser, pairs_from_uniforms
 
@@ -29,18 +33,6 @@ MIN_VAR = 1e-6
 # ---------------------------------------------------------------------------------------------
 # Building blocks
 # ---------------------------------------------------------------------------------------------
-class MLP(nn.Sequential):
-    """``depth`` hidden layers of ``hidden`` ReLU units, then a linear output layer."""
-
-    def __init__(self, in_dim: int, out_dim: int, hidden: int = 32, depth: int = 3):
-        layers, width = [], in_dim
-        for _ in range(depth):
-            layers += [nn.Linear(width, hidden), nn.ReLU()]
-            width = hidden
-        layers.append(nn.Linear(width, out_dim))
-        super().__init__(*layers)
-
-
 def masked_sum(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Sum of ``h (B, K, H)`` over the observed positions of each group -> ``(B, H)``."""
     return (h * mask[..., None].to(h.dtype)).sum(dim=1)
@@ -70,25 +62,6 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) ->
     return -0.5 * (((x - mean) ** 2) / var + var.log() + math.log(2 * math.pi)).sum(dim=-1)
 
 
-def observed_noise(mask: torch.Tensor, dim: int, kind: str = "normal", dtype=torch.float32,
-                   generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Noise ``(B, K, dim)`` drawn for the observed positions of ``mask (B, K)`` only, in group
-    order (zero at padding), so a seeded draw does not depend on how much padding a batch has.
-    ``kind`` is ``'normal'`` (N(0, 1)) or ``'uniform'`` (U(0, 1))."""
-    observed = mask.flatten().nonzero().squeeze(1)
-    draw = torch.randn if kind == "normal" else torch.rand
-    flat = draw(len(observed), dim, dtype=dtype, device=mask.device, generator=generator)
-    out = torch.zeros(mask.numel(), dim, dtype=dtype, device=mask.device)
-    out[observed] = flat
-    return out.view(*mask.shape, dim)
-
-
-def uniform_pair_noise(mask: torch.Tensor, dtype=torch.float32, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Three independent U(0, 1) fields ``(3, B, K)`` at the observed positions of ``mask (B, K)``
-    (drawn one after the other), for :func:`~cxvae.regularisers.pairs_from_uniforms`."""
-    return torch.stack([observed_noise(mask, 1, "uniform", dtype, generator)[..., 0] for _ in range(3)])
-
-
 def sample_normal(mean: torch.Tensor, var: torch.Tensor, mask: Optional[torch.Tensor] = None,
                   eps: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Reparameterised sample ``mean + sqrt(var) * eps``.
@@ -114,7 +87,7 @@ class AverageGroupEncoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.per_observation = MLP(cfg.x_dim, 2 * cfg.u_dim, cfg.hidden, cfg.depth)
+        self.per_observation = MLP(cfg.x_dim + cfg.c_dim, 2 * cfg.u_dim, cfg.hidden, cfg.depth)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> Normal:
         """``x (B, K, x_dim)``, ``mask (B, K)`` -> ``q(u | x)`` as mean, var ``(B, u_dim)``."""
@@ -131,7 +104,7 @@ class ProductGroupEncoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.per_observation = MLP(cfg.x_dim, 2 * cfg.u_dim, cfg.hidden, cfg.depth)
+        self.per_observation = MLP(cfg.x_dim + cfg.c_dim, 2 * cfg.u_dim, cfg.hidden, cfg.depth)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> Normal:
         """``x (B, K, x_dim)``, ``mask (B, K)`` -> ``q(u | x)`` as mean, var ``(B, u_dim)``."""
@@ -157,7 +130,7 @@ class CorrectedProductGroupEncoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.per_observation = MLP(cfg.x_dim, 2 * cfg.u_dim, cfg.hidden, cfg.depth)
+        self.per_observation = MLP(cfg.x_dim + cfg.c_dim, 2 * cfg.u_dim, cfg.hidden, cfg.depth)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> Normal:
         """``x (B, K, x_dim)``, ``mask (B, K)`` -> ``q(u | x)`` as mean, var ``(B, u_dim)``."""
@@ -172,7 +145,7 @@ class DeepSetsGroupEncoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.element = MLP(cfg.x_dim, cfg.hidden, cfg.hidden, cfg.depth)  # E_A
+        self.element = MLP(cfg.x_dim + cfg.c_dim, cfg.hidden, cfg.hidden, cfg.depth)  # E_A
         self.pooled = MLP(cfg.hidden, 2 * cfg.u_dim, cfg.hidden, cfg.depth)  # E_B
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> Normal:
@@ -201,7 +174,7 @@ class InstanceEncoder(nn.Module):
     def __init__(self, cfg: ModelConfig, conditional: bool):
         super().__init__()
         self.conditional = conditional
-        in_dim = cfg.x_dim + (cfg.u_dim if conditional else 0)
+        in_dim = cfg.x_dim + cfg.c_dim + (cfg.u_dim if conditional else 0)
         self.net = MLP(in_dim, 2 * cfg.v_dim, cfg.hidden, cfg.depth)
 
     def forward(self, x: torch.Tensor, u: Optional[torch.Tensor]) -> Normal:
@@ -225,8 +198,9 @@ class ExamScoresDecoder(nn.Module):
         self.register_buffer("log_var", torch.tensor([2.0 * math.log(cfg.noise_std)]))
         self.group_strength = cfg.group_strength
 
-    def forward(self, u: torch.Tensor, v: torch.Tensor) -> Normal:
-        """``u (B, u_dim)``, ``v (B, K, v_dim)`` -> ``p(x | u, v)`` as mean, var ``(B, K, x_dim)``."""
+    def forward(self, u: torch.Tensor, v: torch.Tensor, covariates: Optional[torch.Tensor] = None) -> Normal:
+        """``u (B, u_dim)``, ``v (B, K, v_dim)`` -> ``p(x | u, v)`` as mean, var ``(B, K, x_dim)``
+        (``covariates`` is always None: the config refuses them for this decoder)."""
         mean = exam_scores_mean(u[:, None, :], v, self.group_strength)  # (B, K, 1)
         return mean, self.log_var.exp().expand_as(mean)
 
@@ -236,12 +210,18 @@ class MLPDecoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.net = MLP(cfg.u_dim + cfg.v_dim, cfg.x_dim, cfg.hidden, cfg.depth)
+        self.net = MLP(cfg.u_dim + cfg.v_dim + cfg.c_dim, cfg.x_dim, cfg.hidden, cfg.depth)
         self.log_var = nn.Parameter(torch.zeros(cfg.x_dim))
+        self.c_dim = cfg.c_dim
 
-    def forward(self, u: torch.Tensor, v: torch.Tensor) -> Normal:
-        """``u (B, u_dim)``, ``v (B, K, v_dim)`` -> ``p(x | u, v)`` as mean, var ``(B, K, x_dim)``."""
-        h = torch.cat([u[:, None, :].expand(-1, v.shape[1], -1), v], dim=-1)  # (B, K, u+v)
+    def forward(self, u: torch.Tensor, v: torch.Tensor, covariates: Optional[torch.Tensor] = None) -> Normal:
+        """``u (B, u_dim)``, ``v (B, K, v_dim)`` and, with ``c_dim`` covariates, ``covariates
+        (B, K, c_dim)`` -> ``p(x | u, v, c)`` as mean, var ``(B, K, x_dim)``."""
+        if (covariates is None) != (self.c_dim == 0):
+            raise DataError(f"this decoder was built for {self.c_dim} covariate column(s); "
+                            f"got {'none' if covariates is None else covariates.shape[-1]}")
+        parts = [u[:, None, :].expand(-1, v.shape[1], -1), v] + ([] if covariates is None else [covariates])
+        h = torch.cat(parts, dim=-1)  # (B, K, u + v + c)
         mean = self.net(h)
         return mean, (self.log_var.exp() + MIN_VAR).expand_as(mean)
 
@@ -282,14 +262,15 @@ class GroupVAE(nn.Module):
     def check_batch(self, batch: GroupedData, training: bool = True) -> None:
         """Raise a clear :class:`~cxvae.data.DataError` if the groups do not fit this model.
 
-        ``training``: also check what the regulariser needs to train (groups of at least
-        ``cfg.min_group_size`` observations, at least 2 groups); encoding and scoring need neither.
+        ``training``: also check what the regulariser needs to train (at least
+        ``cfg.min_batch_groups`` groups); encoding and scoring need no such thing. Groups of one
+        observation are fine: the regulariser skips them (:func:`cxvae.regularisers.pairable`).
         """
-        pairs = training and self.cfg.regulariser != "none"
-        batch.validate(self.cfg.min_group_size if training else 1,
-                       what=f"the {self.cfg.regulariser!r} regulariser" if pairs else "this model")
-        if batch.x_dim != self.cfg.x_dim:
-            raise DataError(f"the model expects observations with x_dim={self.cfg.x_dim}; got {batch.x_dim}")
+        batch.validate(1)
+        if batch.x_dim != self.cfg.x_dim + self.cfg.c_dim:
+            raise DataError(f"the model expects observations with x_dim={self.cfg.x_dim}"
+                            + (f" plus {self.cfg.c_dim} covariate(s)" if self.cfg.c_dim else "")
+                            + f"; got {batch.x_dim} column(s)")
         dtype = next(self.parameters()).dtype
         if batch.x.dtype != dtype:
             raise DataError(f"the model's parameters are {dtype} but the observations are {batch.x.dtype}; "
@@ -332,9 +313,18 @@ class GroupVAE(nn.Module):
         v = sample_normal(v_mean, v_var, mask, eps=noise.get("v")) if sample else v_mean
         return dict(u_mean=u_mean, u_var=u_var, u=u, v_mean=v_mean, v_var=v_var, v=v)
 
-    def decode(self, u: torch.Tensor, v: torch.Tensor) -> Normal:
-        """``p(x | u, v)``: ``u (B, u_dim)``, ``v (B, K, v_dim)`` -> mean, var ``(B, K, x_dim)``."""
-        return self.decoder(u, v)
+    def decode(self, u: torch.Tensor, v: torch.Tensor, covariates: Optional[torch.Tensor] = None) -> Normal:
+        """``p(x | u, v)``: ``u (B, u_dim)``, ``v (B, K, v_dim)`` -> mean, var ``(B, K, x_dim)``.
+        A model with ``c_dim`` covariates needs them, ``covariates (B, K, c_dim)``
+        (:meth:`split_covariates`)."""
+        return self.decoder(u, v, covariates)
+
+    def split_covariates(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """``x (..., x_dim + c_dim)`` -> the modelled values ``(..., x_dim)`` and the covariates
+        ``(..., c_dim)`` (None without covariates; then the values are ``x`` itself)."""
+        if self.cfg.c_dim == 0:
+            return x, None
+        return x[..., :self.cfg.x_dim], x[..., self.cfg.x_dim:]
 
     # -- objective ----------------------------------------------------------------------------
     def elbo_terms(self, x: torch.Tensor, mask: torch.Tensor,
@@ -346,9 +336,10 @@ class GroupVAE(nn.Module):
         at the sampled u). Also returns the codes of :meth:`encode` (``noise`` as there).
         """
         codes = self.encode(x, mask, sample=True, noise=noise)
-        x_mean, x_var = self.decode(codes["u"], codes["v"])
+        values, covariates = self.split_covariates(x)
+        x_mean, x_var = self.decode(codes["u"], codes["v"], covariates)
         m = mask.to(x.dtype)
-        log_lik = (gaussian_log_prob(x, x_mean, x_var) * m).sum(dim=1)
+        log_lik = (gaussian_log_prob(values, x_mean, x_var) * m).sum(dim=1)
         kl_u = kl_to_standard_normal(codes["u_mean"], codes["u_var"])
         kl_v = (kl_to_standard_normal(codes["v_mean"], codes["v_var"]) * m).sum(dim=1)
         return dict(codes, log_lik=log_lik, kl_u=kl_u, kl_v=kl_v, elbo=log_lik - kl_u - kl_v)

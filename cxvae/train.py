@@ -379,10 +379,12 @@ def train(cfg: RunConfig, splits: Optional[Dict[str, GroupedData]] = None, progr
         progress: show a progress bar with the running loss.
     Returns:
         :class:`TrainResult`; ``history`` has one row per epoch with ``train_neg_elbo``,
-        ``train_mi`` and ``valid_neg_elbo`` (per observation).
+        ``train_mi`` and ``valid_neg_elbo`` (per observation) and ``skipped_groups``: the groups
+        of a single observation that the regulariser had nothing to pair within that epoch
+        (they still train the VAE; 0 without a regulariser).
     Raises:
         TrainingDiverged: if the loss becomes NaN or infinite (with where and what to try).
-        DataError: if the data do not suit the model (e.g. groups too small for a regulariser).
+        DataError: if the data do not suit the model (e.g. fewer than 2 groups for a regulariser).
     """
     return train_seeds(cfg, [cfg.seed], splits, progress)[0]
 
@@ -429,9 +431,12 @@ def train_seeds(cfg: RunConfig, seeds: Sequence[int], splits: Optional[Dict[str,
     for epoch in range(1, tc.epochs + 1):
         sum_loss = torch.zeros(len(seeds), device=device)
         sum_mi = torch.zeros(len(seeds), device=device)
+        skipped = torch.zeros((), dtype=torch.long, device=device)  # summed on the device: no sync a step
         n_batches = 0
         for batch in loader:
             out = train_step_fn(batch, step)
+            if stack.template.regulariser is not None:
+                skipped += (batch.mask.sum(dim=1) == 1).sum()  # what regularisers.skipped_groups counts
             for scheduler in schedulers:
                 scheduler.step()
             sum_loss += out["neg_elbo"].detach()
@@ -453,7 +458,8 @@ def train_seeds(cfg: RunConfig, seeds: Sequence[int], splits: Optional[Dict[str,
         train_mi = (sum_mi / max(n_batches, 1)).tolist()
         for i in range(len(seeds)):
             histories[i].append(dict(epoch=epoch, step=step, train_neg_elbo=train_loss[i], train_mi=train_mi[i],
-                                     valid_neg_elbo=valid[i], seconds=time.perf_counter() - start))
+                                     valid_neg_elbo=valid[i], skipped_groups=int(skipped),
+                                     seconds=time.perf_counter() - start))
     bar.close()
     seconds = (time.perf_counter() - start) / len(seeds)
     return [TrainResult(stack.model(i), pd.DataFrame(histories[i]), seconds, dataclasses.replace(cfg, seed=seed))

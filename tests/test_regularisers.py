@@ -6,8 +6,13 @@ import math
 import pytest
 import torch
 
+import numpy as np
+import pandas as pd
+
+from cxvae import regularisers
 from cxvae.data import DataError, generate_exam_scores
-from cxvae.regularisers import GroupwiseCritic, NemethCritic, donsker_varadhan, sample_pairs
+from cxvae.regularisers import GroupwiseCritic, NemethCritic, donsker_varadhan, pairable, sample_pairs
+from cxvae.tabular import fit
 
 CRITICS = {"groupwise": GroupwiseCritic, "nemeth": NemethCritic}
 
@@ -118,14 +123,86 @@ def test_sample_pairs_are_uniform():
         assert bool(((c / n) - 0.5).abs().max() < 0.04)  # 5 standard errors
 
 
-@pytest.mark.parametrize("mask, words", [
-    (_ragged_mask([4]), "at least 2 groups"),
-    (_ragged_mask([3, 1, 2]), "at least 2 observations"),
-])
-def test_sample_pairs_rejects_batches_it_cannot_pair(mask, words):
-    """One group, or a group of one observation, raises DataError explaining what is needed."""
-    with pytest.raises(DataError, match=words):
-        sample_pairs(mask)
+def test_sample_pairs_rejects_batches_it_cannot_pair():
+    """One group raises DataError explaining what is needed; a group of one observation does not
+    (it is its own partner, and the critics skip it)."""
+    with pytest.raises(DataError, match="at least 2 groups"):
+        sample_pairs(_ragged_mask([4]))
+    pairs = sample_pairs(_ragged_mask([3, 1, 2]))
+    assert int(pairs["same_group_other"][1, 0]) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Groups of one observation
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", list(CRITICS))
+def test_critics_skip_groups_of_one_observation(name):
+    """A singleton group's x reaches nothing (its positions are not scored, and it is no other
+    group's context), gradients stay finite, and a batch of singletons only estimates exactly 0."""
+    torch.manual_seed(9)
+    critic = CRITICS[name](1, 1).double()
+    mask = _ragged_mask([3, 1, 4, 1, 2])
+    assert pairable(mask).sum() == 9 and regularisers.skipped_groups(mask) == 2
+    x = torch.randn(5, 4, 1, dtype=torch.float64) * mask[..., None]
+    v = torch.randn(5, 4, 1, dtype=torch.float64, requires_grad=True)
+    pairs = sample_pairs(mask)
+    value = critic(x, v, mask, pairs)
+    moved = x.clone()
+    moved[[1, 3], 0] += 100.0  # the singletons' observations
+    assert float(critic(moved, v, mask, pairs).detach()) == float(value.detach())
+    value.backward()
+    assert all(bool(torch.isfinite(p.grad).all()) for p in [v, *critic.parameters()])
+    singletons = _ragged_mask([1, 1, 1])
+    zero = critic(x[:3, :1], v[:3, :1], singletons, sample_pairs(singletons))
+    critic.zero_grad()
+    zero.backward()
+    assert float(zero) == 0.0 and all(bool((p.grad == 0).all()) for p in critic.parameters())
+
+
+def _table(sizes, seed=0):
+    """A long table of two value columns with a group effect, one group per entry of ``sizes``."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(len(sizes)), sizes)
+    return pd.DataFrame({"g": g, "y": rng.normal(size=len(sizes))[g] + rng.normal(size=len(g)),
+                         "z": rng.normal(size=len(g))})
+
+
+def _fit_digest(df, preset):
+    """Per-epoch losses and every weight of a 3-epoch tabular fit (seed 1), as exact numbers."""
+    m = fit(df, "g", ["y", "z"], preset=preset, epochs=3, batch_size=8, seed=1)
+    return (m.history[["train_neg_elbo", "train_mi", "valid_neg_elbo", "skipped_groups"]],
+            {n: p.clone() for n, p in m.model.state_dict().items()})
+
+
+@pytest.mark.parametrize("preset", ["cxvae", "cxvae-nemeth", "gvae-ad"])
+def test_training_without_singletons_is_bit_identical(preset, monkeypatch):
+    """Data whose groups all have 2+ observations train exactly as before singletons were
+    accepted: the same losses and weights, bit for bit, as with the two changes switched back to
+    their form at commit 81fa0fb (the DV estimate over all observed positions, and K_i - 1
+    without a clamp). The same fits were also compared with an install of 81fa0fb itself (sha256
+    of the weights, losses as hex floats): identical."""
+    df = _table(np.random.default_rng(0).integers(2, 7, size=40))
+    history, weights = _fit_digest(df, preset)
+    assert (history.skipped_groups == 0).all()
+    monkeypatch.setattr(regularisers, "_dv_of_pairable", donsker_varadhan)
+    monkeypatch.setattr(regularisers, "_leave_one_out_count", lambda mask, dtype: mask.sum(dim=1).to(dtype) - 1.0)
+    history_before, weights_before = _fit_digest(df, preset)
+    pd.testing.assert_frame_equal(history, history_before, check_exact=True)
+    for name, w in weights.items():
+        assert torch.equal(w, weights_before[name]), name
+
+
+def test_every_preset_trains_on_groups_of_one_observation():
+    """A table where a third of the groups have one row: every preset fits, with finite losses,
+    and the history counts the groups the regulariser skipped (each singleton, every epoch)."""
+    from cxvae.config import PRESETS
+
+    df = _table([1, 3, 1, 2, 4, 1, 2, 1, 5, 2, 1, 3])
+    for preset in PRESETS:
+        h = fit(df, "g", ["y", "z"], preset=preset, epochs=2, batch_size=4, seed=0).history
+        assert np.isfinite(h.train_neg_elbo).all(), preset
+        regularised = PRESETS[preset]["regulariser"] != "none"
+        assert h.skipped_groups.tolist() == ([5, 5] if regularised else [0, 0]), preset
 
 
 # ---------------------------------------------------------------------------------------------

