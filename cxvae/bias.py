@@ -40,6 +40,8 @@ import pandas as pd
 import torch
 
 __all__ = [
+    "correction_verdicts",
+    "correction_sentence",
     "observation_posterior",
     "conjugate_group_posterior",
     "plain_product_posterior",
@@ -253,3 +255,38 @@ def summarise_posterior_gap(gap: pd.DataFrame, bins: Sequence[int] = (8, 16, 20,
     binned = pd.cut(gap["K"], bins=list(bins), right=False)
     rows = [row(f"{iv.left}-{iv.right - 1}", g) for iv, g in gap.groupby(binned, observed=True)]
     return pd.DataFrame(rows + [row("all", gap)])
+
+
+def correction_verdicts(summary: pd.DataFrame, plain: str = "ml-vae", corrected: str = "ml-vae-corrected",
+                        reference: str = "cxvae") -> pd.DataFrame:
+    """Does dividing out the surplus priors help a trained model? Per metric (rows), from
+    :func:`cxvae.runner.summarise` output: the verdict of ``corrected`` against ``plain`` and of
+    ``reference`` against ``plain`` (:func:`cxvae.runner.compare_to`), both medians, and the share
+    of ``plain``'s gap to ``reference`` that the correction closes,
+    ``(plain - corrected) / (plain - reference)`` (1: all of it; 0: none; negative: worse), given
+    only where ``reference`` is ``better`` than ``plain`` (elsewhere there is no gap to close)."""
+    from .runner import compare_to
+
+    vs_plain = compare_to(summary, model=corrected, baselines=[plain]).set_index("metric")
+    vs_ref = compare_to(summary, model=reference, baselines=[plain]).set_index("metric")
+    table = vs_plain[["better", "verdict"]].rename(columns={"better": "better is", "verdict": f"corrected vs {plain}"})
+    table[f"{reference} vs {plain}"] = vs_ref.verdict
+    medians = summary.pivot(index="metric", columns="preset", values="median")
+    table["plain"], table["corrected"] = medians[plain], medians[corrected]
+    closed = (medians[plain] - medians[corrected]) / (medians[plain] - medians[reference])
+    table["gap closed"] = closed.where(table[f"{reference} vs {plain}"] == "better")
+    return table
+
+
+def correction_sentence(verdicts: pd.DataFrame, counts: str, plain: str = "ml-vae") -> str:
+    """:func:`correction_verdicts` in one paragraph: on which metrics the corrected model is
+    ``better`` and ``worse`` than the plain one (medians), and the share of the gap it closes;
+    ``counts`` names the seeds behind it (e.g. ``'100 (ml-vae), 100 (ml-vae-corrected)'``)."""
+    said = {w: "; ".join(f"{m} ({r['corrected']:.4f} vs {r['plain']:.4f})" for m, r in
+                         verdicts[verdicts[f"corrected vs {plain}"] == w].iterrows()) or "no metric"
+            for w in ("better", "worse")}
+    closed = "; ".join(f"{m}: {g:.2f}" for m, g in verdicts["gap closed"].dropna().items()) or "none"
+    return (f"With {counts} seeds, the corrected ML-VAE is better than the plain one on "
+            f"{said['better']} and worse on {said['worse']} (medians, corrected vs plain; 95% "
+            f"intervals that do not overlap). Where CxVAE beats ML-VAE, the share of the gap "
+            f"that the correction closes is {closed}.")

@@ -190,6 +190,18 @@ def exam_scores_mean(u: torch.Tensor, v: torch.Tensor, group_strength: float = 1
     return group_strength * 2.0 * mu + (group_strength * sigma ** 2 + 1.0) * v
 
 
+def _check_generator_settings(n_groups: int, min_size: int, noise_std: float, group_strength: float) -> None:
+    """:func:`generate_exam_scores`'s input checks: a clear :class:`DataError` for each bad setting."""
+    if n_groups < 1:
+        raise DataError(f"n_groups must be positive; got {n_groups}")
+    if min_size < 1:
+        raise DataError(f"min_size must be at least 1; got {min_size}")
+    if noise_std < 0 or not math.isfinite(noise_std):
+        raise DataError(f"noise_std must be a finite non-negative number; got {noise_std}")
+    if not (math.isfinite(group_strength) and group_strength >= 0):
+        raise DataError(f"group_strength must be a finite non-negative number; got {group_strength}")
+
+
 def generate_exam_scores(
     n_groups: int = 32_768,
     *,
@@ -216,14 +228,7 @@ def generate_exam_scores(
     Returns:
         :class:`GroupedData` with ``x (N, K_max, 1)``, ``mask``, ``u (N, 2)``, ``v (N, K_max, 1)``.
     """
-    if n_groups < 1:
-        raise DataError(f"n_groups must be positive; got {n_groups}")
-    if min_size < 1:
-        raise DataError(f"min_size must be at least 1; got {min_size}")
-    if noise_std < 0 or not math.isfinite(noise_std):
-        raise DataError(f"noise_std must be a finite non-negative number; got {noise_std}")
-    if not (math.isfinite(group_strength) and group_strength >= 0):
-        raise DataError(f"group_strength must be a finite non-negative number; got {group_strength}")
+    _check_generator_settings(n_groups, min_size, noise_std, group_strength)
     gen = torch.Generator().manual_seed(int(seed))
     sizes = torch.poisson(torch.full((n_groups,), float(mean_extra_size), dtype=torch.float64), generator=gen)
     sizes = sizes.long() + min_size

@@ -50,7 +50,7 @@ from .data import GroupedData, translation_targets, true_translation
 __all__ = [
     "METRICS", "masked_mse", "group_factor_targets", "ProbeConfig",
     "u_probe_mse", "v_probe_mse", "v_probe_deepsets_mse", "instance_probe_mse", "probe_mses", "evaluate",
-    "evaluate_many", "group_code_moments",
+    "evaluate_many", "group_code_moments", "centred_within_groups",
 ]
 
 # metric -> "lower" or "higher" is better
@@ -156,6 +156,14 @@ def _u_probe(train_codes, train_u, test_codes, test_u, cfg: ProbeConfig) -> torc
     n_stack = a.shape[0]
     pred = _fit_predict(lambda: _mlp(a.shape[-1], 2, cfg.hidden), (a,), train_y.expand(n_stack, -1, -1), (b,), cfg)
     return ((pred - test_y) ** 2).flatten(1).mean(dim=1)
+
+
+def centred_within_groups(codes: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Instance codes minus their mean over each group's observed positions: ``codes (N, K, d)``,
+    ``mask (N, K)`` -> ``(N, K, d)``, 0 at padding. What is left carries no shift shared by a
+    whole group (chapter 5 removes the exact posterior's shared shift with it)."""
+    m = mask.to(codes.dtype)[..., None]
+    return (codes - (codes * m).sum(dim=1, keepdim=True) / m.sum(dim=1, keepdim=True)) * m
 
 
 def group_code_moments(codes: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,9 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 __all__ = [
-    "STYLE", "PRESET_COLOURS", "METRIC_LABELS", "apply_style", "preset_colour",
+    "STYLE", "PRESET_COLOURS", "METRIC_LABELS", "apply_style", "preset_colour", "plot_verdict_intervals", "plot_iwae_bound",
+    "plot_instance_posteriors", "plot_critic_curves",
+    "plot_group_mean_codes",
     "plot_product_bias", "plot_exam_scores", "plot_training_curves", "plot_metric_boxes",
     "plot_translation", "plot_strength", "plot_emergent_lines", "plot_holdout_nll", "plot_code_correlations",
     "plot_adjusted_ranking", "plot_translation_2d", "plot_soybean_codes",
@@ -267,6 +269,106 @@ def plot_metric_boxes(runs: pd.DataFrame, metrics: Sequence[str],
             ax.set_title(_direction_title(metric))
             if metric in log_scale:
                 ax.set_yscale("log")
+    return fig
+
+
+def plot_verdict_intervals(summary: pd.DataFrame, metrics: Sequence[str], presets: Sequence[str],
+                           claims: Optional[Mapping[str, str]] = None, log_scale: Sequence[str] = ()) -> Figure:
+    """The evidence behind the verdicts: one panel per metric, one row per preset, each preset's
+    median over seeds with its 95% bootstrap interval (:func:`cxvae.runner.summarise` output), and
+    the oracle as a dashed line. Two models differ in a verdict where their intervals do not
+    overlap. ``claims`` maps a metric to the claims it bears on (shown in the panel title);
+    ``log_scale`` names metrics drawn on a logarithmic axis."""
+    s = summary.set_index(["preset", "metric"])
+    with matplotlib.rc_context(STYLE):
+        fig, axes = _figure(max(2.3 * len(metrics), 4.0), 0.45 * len(presets) + 1.6, 1, len(metrics), sharey=True)
+        for ax, metric in zip(axes[0], metrics):
+            for y, preset in enumerate(presets):
+                if (preset, metric) not in s.index:
+                    continue
+                row = s.loc[(preset, metric)]
+                ax.errorbar(row["median"], y, xerr=[[row["median"] - row.lo], [row.hi - row["median"]]], fmt="o",
+                            color=preset_colour(preset, y), capsize=3, markersize=5)
+            if ("oracle", metric) in s.index:
+                ax.axvline(s.loc[("oracle", metric), "median"], color=PRESET_COLOURS["oracle"], linestyle="--",
+                           linewidth=1.0, label="oracle")
+            title = _direction_title(metric)
+            ax.set_title(f"{title}\n{claims[metric]}" if claims and metric in claims else title)
+            if metric in log_scale:
+                ax.set_xscale("log")
+        axes[0, 0].set_yticks(range(len(presets)), presets)
+        axes[0, 0].invert_yaxis()
+    return fig
+
+
+def plot_instance_posteriors(v_true, predictions: Mapping[str, np.ndarray], n_points: int = 2000,
+                             seed: int = 0) -> Figure:
+    """Exact posterior means of the instance factor against its true value, one panel per amount of
+    information (``predictions``: name -> ``(n,)`` means, beside ``v_true (n,)``), each titled
+    with its MSE; ``n_points`` random observations are drawn (seeded) (chapter 4)."""
+    import torch
+
+    v_true = _as_1d(v_true)
+    pick = torch.randperm(len(v_true), generator=torch.Generator().manual_seed(seed))[:n_points].numpy()
+    with matplotlib.rc_context(STYLE):
+        fig, axes = _figure(2.5 * len(predictions), 2.8, 1, len(predictions), sharex=True, sharey=True)
+        for ax, (name, prediction) in zip(axes[0], predictions.items()):
+            prediction = _as_1d(prediction)
+            ax.scatter(v_true[pick], prediction[pick], s=4, alpha=0.4, color=preset_colour("cxvae"), linewidths=0)
+            ax.plot([-3.5, 3.5], [-3.5, 3.5], color="black", linewidth=0.8)
+            mse = float(np.mean((prediction - v_true) ** 2))
+            ax.set(title=f"from {name}\nMSE {mse:.3f}", xlabel="true $v_k$", xlim=(-3.5, 3.5), ylim=(-3.5, 3.5))
+        axes[0, 0].set_ylabel(r"$\mathbb{E}[v_k \mid \ldots]$")
+    return fig
+
+
+def plot_critic_curves(curves: Mapping) -> Figure:
+    """Donsker-Varadhan estimates of critics trained on fixed codes, per training step
+    (``curves``: ``(critic name, code kind) -> Series`` from
+    :func:`cxvae.regularisers.fit_critic_on_codes`; the group-wise critic in CxVAE's colour, leaky
+    codes solid) (chapter 4)."""
+    with matplotlib.rc_context(STYLE):
+        fig, axes = _figure(6.5, 3.6)
+        ax = axes[0, 0]
+        for (critic, kind), curve in curves.items():
+            colour = preset_colour("cxvae" if critic.startswith("group") else "gvae-ad")
+            ax.plot(curve.index, curve.values, color=colour, linestyle="-" if "leaky" in kind else "--",
+                    label=f"{critic}, {kind}")
+        ax.axhline(0, color="grey", linewidth=0.6)
+        ax.set(xlabel="critic training step", ylabel="DV estimate on holdout (nats)")
+        fig.legend(loc="outside lower center", ncol=2)
+    return fig
+
+
+def plot_iwae_bound(bound: pd.Series, exact_nll: float, label: str = "CxVAE, IWAE bound") -> Figure:
+    """The importance-weighted bound on a model's holdout NLL per observation against the number
+    of importance samples S (``bound``: S -> nats, S on a log axis), with the true model's exact
+    NLL as a dashed line (chapter 5, section 4)."""
+    with matplotlib.rc_context(STYLE):
+        fig, axes = _figure(5.0, 3.0)
+        ax = axes[0, 0]
+        ax.plot(bound.index, bound.values, marker="o", color=preset_colour("cxvae"), label=label)
+        ax.axhline(exact_nll, color=preset_colour("oracle"), linestyle="--", label="true model, exact")
+        ax.set(xscale="log", xlabel="importance samples S", ylabel="holdout NLL per observation (nats)")
+        ax.set_xticks(bound.index, [str(s) for s in bound.index])
+        ax.legend(loc="center right")
+    return fig
+
+
+def plot_group_mean_codes(mu, panels: Mapping[str, np.ndarray]) -> Figure:
+    """Each group's mean instance code against its true mu, one panel per kind of code
+    (``panels``: title -> ``(N,)`` group means), with the correlation in each title (chapter 5,
+    section 7: the exact posterior's codes share a shift that follows mu)."""
+    mu = _as_1d(mu)
+    with matplotlib.rc_context(STYLE):
+        fig, axes = _figure(3.5 * len(panels), 3.0, 1, len(panels), sharex=True)
+        for ax, (title, values) in zip(axes[0], panels.items()):
+            values = _as_1d(values)
+            ax.scatter(mu, values, s=6, alpha=0.6, color=preset_colour("oracle"), linewidths=0)
+            ax.axhline(0, color="grey", linewidth=0.6)
+            r = np.corrcoef(values, mu)[0, 1]
+            ax.set(title=f"{title}\ncorrelation with $\\mu$: {r:.2f}", xlabel=r"true $\mu$ of the group",
+                   ylabel="mean over the group")
     return fig
 
 

@@ -31,7 +31,7 @@ from .data import DataError
 from .layers import MLP, uniform_pair_noise
 
 __all__ = ["NemethCritic", "GroupwiseCritic", "donsker_varadhan", "pairable", "skipped_groups", "sample_pairs",
-           "pairs_from_uniforms", "check_pairable", "make_regulariser"]
+           "pairs_from_uniforms", "check_pairable", "make_regulariser", "fit_critic_on_codes"]
 
 
 def donsker_varadhan(t_joint: torch.Tensor, t_marginal: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -157,3 +157,36 @@ def make_regulariser(cfg) -> nn.Module | None:
         return None
     cls = {"nemeth": NemethCritic, "groupwise": GroupwiseCritic}[cfg.regulariser]
     return cls(cfg.x_dim + cfg.c_dim, cfg.v_dim, cfg.hidden, cfg.depth)  # the critic reads the covariates too
+
+
+def fit_critic_on_codes(make_critic, train, holdout, codes, *, steps: int, batch_size: int, lr: float,
+                        every: int = 25, seed: int = 0):
+    """Train a critic alone on fixed instance codes and follow its Donsker-Varadhan estimate.
+
+    ``make_critic()`` builds the critic (after the seed is set, so its initialisation is seeded
+    too); ``codes(data) -> (N, K, v_dim)`` gives the codes of a :class:`cxvae.data.GroupedData` (for
+    example a :class:`cxvae.evaluation.TrueFactorScorer`'s second code). The critic maximises its
+    bound on batches of ``train`` groups with Adam for ``steps`` steps (as many epochs as needed);
+    every ``every`` steps its estimate on all ``holdout`` groups is recorded. Returns a
+    ``pandas.Series`` of the estimates (nats) indexed by step. Seeded: the same call gives the same
+    curve (chapter 4 uses it to compare what the two critics can see).
+    """
+    import pandas as pd
+
+    from .data import GroupBatchLoader
+
+    torch.manual_seed(seed)
+    critic = make_critic()
+    opt = torch.optim.Adam(critic.parameters(), lr=lr)
+    loader = GroupBatchLoader(train, batch_size, seed=seed)
+    batches = (batch for _ in range(steps) for batch in loader)
+    curve, v_holdout = [], codes(holdout)
+    for step, batch in zip(range(1, steps + 1), batches):
+        loss = -critic(batch.x, codes(batch), batch.mask, sample_pairs(batch.mask))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % every == 0:
+            with torch.no_grad():
+                curve.append(float(critic(holdout.x, v_holdout, holdout.mask, sample_pairs(holdout.mask))))
+    return pd.Series(curve, index=range(every, steps + 1, every))

@@ -156,3 +156,24 @@ def test_rejects_bad_inputs():
         plain_product_posterior(0.0, 0, 1.0)
     with pytest.raises(ValueError, match="positive"):
         conjugate_group_posterior(0.0, 3, 0.0)
+
+
+def test_correction_verdicts_and_sentence_on_a_known_summary():
+    """Corrected better than plain on translation (disjoint intervals) and closing half of the
+    gap to CxVAE; no gap to close where CxVAE is not better; the sentence says so."""
+    import pandas as pd
+
+    from cxvae.bias import correction_sentence, correction_verdicts
+
+    rows = []
+    for preset, trans, nll in (("ml-vae", (4.0, 3.9, 4.1), (3.0, 2.9, 3.1)), ("ml-vae-corrected", (3.0, 2.9, 3.1),
+                                (3.0, 2.9, 3.1)), ("cxvae", (2.0, 1.9, 2.1), (3.0, 2.95, 3.05))):
+        for metric, (m, lo, hi) in (("translation_mse", trans), ("holdout_nll", nll)):
+            rows.append(dict(preset=preset, metric=metric, better="lower", n_seeds=10, median=m, lo=lo, hi=hi))
+    table = correction_verdicts(pd.DataFrame(rows))
+    assert table.loc["translation_mse", "corrected vs ml-vae"] == "better"
+    assert table.loc["translation_mse", "gap closed"] == pytest.approx(0.5)
+    assert pd.isna(table.loc["holdout_nll", "gap closed"])  # CxVAE not better: no gap
+    text = correction_sentence(table, "10 (ml-vae)")
+    assert "better than the plain one on translation_mse (3.0000 vs 4.0000)" in text and "worse on no metric" in text
+    assert "translation_mse: 0.50" in text

@@ -230,3 +230,13 @@ def test_legacy_deepsets_v_probe_still_scores_the_known_answers(splits):
         score[kind] = v_probe_deepsets_mse(tr, train.mask, train.u, te, holdout.mask, holdout.u, PROBE)
     assert score["constant"] == pytest.approx(prior_group_factor_variance(), rel=0.15)
     assert score["leaky"] < 0.35
+
+
+def test_centring_within_groups_removes_each_groups_mean_and_keeps_padding_zero():
+    """After centring, every group's codes average 0 over its observed positions; padding stays 0."""
+    from cxvae.metrics import centred_within_groups
+
+    codes = torch.tensor([[[1.0], [3.0], [7.0]], [[2.0], [2.0], [2.0]]])
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    out = centred_within_groups(codes, mask)
+    torch.testing.assert_close(out, torch.tensor([[[-1.0], [1.0], [0.0]], [[0.0], [0.0], [0.0]]]))

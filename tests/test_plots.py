@@ -105,3 +105,43 @@ def test_metric_boxes_draw_the_named_metrics_on_a_log_axis():
                          for p in ("a", "b") for s in range(3)])
     fig = plots.plot_metric_boxes(runs, ["recon_mse", "translation_mse"], log_scale=["translation_mse"])
     assert [ax.get_yscale() for ax in fig.axes] == ["linear", "log"]
+
+
+def test_verdict_intervals_show_each_presets_median_and_interval_per_metric():
+    """One panel per metric titled with its claims, one error bar per preset at its median, the
+    interval's ends as the bar's ends, and the oracle as a vertical line."""
+    rows = [dict(preset=p, metric=m, median=med, lo=med - 0.1, hi=med + 0.2, n_seeds=10)
+            for p, med in (("cxvae", 1.0), ("ml-vae", 2.0)) for m in ("translation_mse", "holdout_nll")]
+    rows += [dict(preset="oracle", metric=m, median=0.5, lo=0.5, hi=0.5, n_seeds=0) for m in ("translation_mse",)]
+    fig = plots.plot_verdict_intervals(pd.DataFrame(rows), ["translation_mse", "holdout_nll"], ["cxvae", "ml-vae"],
+                                       claims={"translation_mse": "C3"}, log_scale=["translation_mse"])
+    assert len(fig.axes) == 2 and fig.axes[0].get_title().endswith("C3") and fig.axes[0].get_xscale() == "log"
+    bars = fig.axes[1].lines  # markers and caps of the error bars
+    xs = sorted({round(float(x), 6) for line in bars for x in line.get_xdata()})
+    assert 0.9 in xs and 1.0 in xs and 2.2 in xs
+    assert any(line.get_linestyle() == "--" for line in fig.axes[0].lines)  # the oracle
+
+
+def test_iwae_bound_and_group_mean_code_figures():
+    """The bound against S on a log axis with the exact NLL dashed; one panel per kind of code,
+    each titled with its correlation with mu."""
+    bound = pd.Series({1: 2.2, 4: 2.18, 16: 2.17, 64: 2.167})
+    fig = plots.plot_iwae_bound(bound, 2.126)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and list(ax.lines[0].get_ydata()) == list(bound.values)
+    assert ax.lines[1].get_linestyle() == "--" and ax.lines[1].get_ydata()[0] == 2.126
+    mu = np.linspace(-2, 2, 50)
+    fig = plots.plot_group_mean_codes(mu, {"follows mu": 0.01 * mu, "does not": np.cos(7 * mu)})
+    assert len(fig.axes) == 2 and "1.00" in fig.axes[0].get_title()
+
+
+def test_instance_posterior_and_critic_curve_figures():
+    """One panel per prediction titled with its MSE; one curve per (critic, codes), leaky solid."""
+    v = np.linspace(-2, 2, 300)
+    fig = plots.plot_instance_posteriors(v, {"perfect": v, "nothing": np.zeros_like(v)}, n_points=100)
+    assert len(fig.axes) == 2 and "MSE 0.000" in fig.axes[0].get_title()
+    assert f"MSE {np.mean(v ** 2):.3f}" in fig.axes[1].get_title()
+    curves = {("group-wise", "leaky codes"): pd.Series([0.1, 0.3], index=[25, 50]),
+              ("single", "independent codes"): pd.Series([0.0, 0.01], index=[25, 50])}
+    ax = plots.plot_critic_curves(curves).axes[0]
+    assert [line.get_linestyle() for line in ax.lines[:2]] == ["-", "--"]
