@@ -45,12 +45,13 @@ coefficients, everything costs O(N * n_sigma) regardless of group size.
 from __future__ import annotations
 
 import math
+from typing import Dict
 
 import torch
 
 from .data import DataError, GroupedData, generate_exam_scores
 
-__all__ = ["ExamScoresOracle", "single_observation_floor"]
+__all__ = ["ExamScoresOracle", "single_observation_floor", "instance_predictions"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -244,3 +245,27 @@ def single_observation_floor(group_strength: float = 1.0, n_groups: int = 20_000
                                   group_strength=group_strength, seed=seed)
     _, v_var = ExamScoresOracle(noise_std, group_strength=group_strength).posterior_v(single)
     return float(v_var[:, 0, 0].mean())
+
+
+def instance_predictions(data, noise_std: float = 0.1) -> Dict[str, torch.Tensor]:
+    """The best predictions of every observed ``v_ik`` under three amounts of information (paper
+    section 3; chapters 1 and 4), flattened over the observed positions, float64 ``(n_obs,)``:
+
+    * ``'x_ik alone'``: ``E[v_ik | x_ik]``, each observation cut out into a group of its own (the
+      best any instance encoder ``q(v_k | x_k)`` can do);
+    * ``'whole group x_i'``: ``E[v_ik | x_i]``, the target of a group-aware encoder;
+    * ``'x_ik and the true u_i'``: ``E[v_ik | x_ik, u_i] = a (x_ik - 2 mu) / (a^2 + s^2)`` with
+      ``a = sigma^2 + 1`` (closed form: given u, v and x are jointly normal), a floor nobody reaches.
+
+    Also ``'true v'``, the factors themselves. ``data`` is exam-scores :class:`GroupedData` at
+    strength 1 with its true factors.
+    """
+    oracle = ExamScoresOracle(noise_std=noise_std)
+    n = data.n_observations
+    one_each = GroupedData(x=data.x[data.mask][:, None, :], mask=torch.ones(n, 1, dtype=torch.bool))
+    mu, a = data.u[:, :1].double(), data.u[:, 1:].double() ** 2 + 1.0
+    known_u = a * (data.x[..., 0].double() - 2.0 * mu) / (a ** 2 + noise_std ** 2)  # (N, K)
+    return {"x_ik alone": oracle.posterior_v(one_each)[0][:, 0, 0],
+            "whole group x_i": oracle.posterior_v(data)[0][data.mask][:, 0],
+            "x_ik and the true u_i": known_u[data.mask],
+            "true v": data.v[data.mask][:, 0].double()}

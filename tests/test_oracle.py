@@ -192,3 +192,20 @@ def test_readable_errors():
         ExamScoresOracle().log_marginal(two_dims)
     with pytest.raises(ValueError, match="target"):
         ExamScoresOracle().translation(data, torch.tensor([1, 0]))
+
+
+def test_instance_predictions_improve_with_information_and_match_their_definitions():
+    """From one score, the whole group, and the true u: the errors fall in that order; the first
+    equals the oracle on one-observation groups, the last its closed form."""
+    from cxvae.oracle import instance_predictions
+
+    data = generate_exam_scores(200, seed=8)
+    pred = instance_predictions(data)
+    mse = {k: float(((v - pred["true v"]) ** 2).mean()) for k, v in pred.items() if k != "true v"}
+    assert mse["x_ik alone"] > mse["whole group x_i"] > mse["x_ik and the true u_i"]
+    assert all(v.shape == (data.n_observations,) for v in pred.values())
+    i, k = 3, 2
+    x, (mu, sigma) = float(data.x[i, k, 0]), data.u[i].double().tolist()
+    flat = int(data.mask[:i].sum()) + k
+    a = sigma ** 2 + 1
+    assert float(pred["x_ik and the true u_i"][flat]) == pytest.approx(a * (x - 2 * mu) / (a ** 2 + 0.01), rel=1e-6)
