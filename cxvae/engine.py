@@ -164,7 +164,10 @@ def run_on_ray(plans, cuda_graphs: bool = False, together: bool = False, task_cp
     failures = []
     try:
         while submit:
-            (ref,), _ = ray.wait(list(submit), num_returns=1)
+            ready, _ = ray.wait(list(submit), num_returns=1, timeout=1.0)  # a timeout lets Ctrl-C through
+            if not ready:
+                continue
+            ref = ready[0]
             plan, preset, block = submit.pop(ref)
             try:
                 scored, prov = ray.get(ref)
