@@ -149,13 +149,16 @@ def run_on_ray(plans, cuda_graphs: bool = False, together: bool = False, task_cp
 
     from .runner import _finished, _save_run, format_seeds
 
-    submit = {}
+    submit, stored = {}, {}
     for plan in plans:
         if not plan.blocks:
             continue
-        gpus = default_task_gpus(next(iter(plan.configs.values())).device) if task_gpus is None else task_gpus
+        first = next(iter(plan.configs.values()))
+        gpus = default_task_gpus(first.device) if task_gpus is None else task_gpus
         task = ray.remote(run_block).options(num_cpus=task_cpus, num_gpus=gpus, max_retries=MAX_RETRIES)
-        splits = ray.put(plan.splits)  # the data go to the object store once, not with every task
+        if repr(first.data) not in stored:  # the data go to the object store once, not with every task or plan
+            stored[repr(first.data)] = ray.put(plan.splits)
+        splits = stored[repr(first.data)]
         for preset, block in plan.blocks:
             ref = task.remote(plan.config(preset, block[0]), block, splits, cuda_graphs, together, task_cpus)
             submit[ref] = (plan, preset, block)

@@ -12,7 +12,9 @@ A study folder (e.g. ``results/figure4/``) holds
   against the exact one (:func:`cxvae.bias.group_posterior_gap`).
 
 Rows are appended atomically (the whole CSV is rewritten to a temporary file, then renamed), so a
-killed sweep loses at most the run in progress, and rerunning it skips the finished rows.
+killed sweep loses at most the run in progress, and rerunning it skips the finished rows. A sweep
+trains in this process or, with ``engine='ray'``, as Ray tasks whose results this process writes
+(:mod:`cxvae.engine`).
 """
 from __future__ import annotations
 
@@ -45,8 +47,8 @@ from .oracle import ExamScoresOracle
 from .train import make_splits, resolve_device, save_checkpoint, train_seeds
 
 __all__ = ["parse_seeds", "format_seeds", "provenance", "append_row", "score", "sweep", "run_oracle", "summarise",
-           "compare_to", "read_study", "plan_sweep", "sweep_configs", "SweepPlan", "study_command", "load_or_run", "probe_config", "merge_study",
-           "short_of_seeds", "made_on_cpu_only", "PAPER_SEEDS"]
+           "compare_to", "read_study", "plan_sweep", "sweep_configs", "SweepPlan", "study_command", "load_or_run",
+           "probe_config", "merge_study", "short_of_seeds", "made_on_cpu_only", "PAPER_SEEDS"]
 
 RUNS_CSV, ORACLE_CSV, CONFIG_JSON = "runs.csv", "oracle.csv", "config.json"
 PAPER_SEEDS = 100  # random initialisations per model in the paper's Figures 4 and 5

@@ -77,6 +77,11 @@ def sweep_command(preset, lo, hi, out, scale="paper", device="cuda", cuda_graphs
             *(["--cuda-graphs"] if cuda_graphs else [])]
 
 
+def sweep_line(preset, lo, hi, out, scale="paper", device="cuda", cuda_graphs=False) -> str:
+    """The `cxvae sweep` command of one block, as recorded in the folder's config.json."""
+    return "cxvae sweep " + " ".join(sweep_command(preset, lo, hi, out, scale, device, cuda_graphs))
+
+
 def plans(out, queue, scale="paper", device="cuda", cuda_graphs=False):
     """One sweep plan (cxvae.runner.plan_sweep) per job of ``queue``, each recording its own
     `cxvae sweep` command in the folder's config.json; a job that is now done plans nothing."""
@@ -85,7 +90,7 @@ def plans(out, queue, scale="paper", device="cuda", cuda_graphs=False):
     found = []
     for preset, lo, hi in queue:
         seeds = list(range(lo, hi + 1))
-        command = "cxvae sweep " + " ".join(sweep_command(preset, lo, hi, out, scale, device, cuda_graphs))
+        command = sweep_line(preset, lo, hi, out, scale, device, cuda_graphs)
         found.append(plan_sweep(sweep_configs([preset], seeds, scale, device, stack=len(seeds)), seeds, out,
                                 command, len(seeds), torch.device("cpu")))
     return found
@@ -109,8 +114,7 @@ def run(args) -> None:
                     for preset, lo, hi in queue:
                         sweep([preset], range(lo, hi + 1), scale=args.scale, device=args.device, out=args.out,
                               progress=not args.quiet, stack=hi - lo + 1, score_together=True, cuda_graphs=graphs,
-                              command="cxvae sweep " + " ".join(
-                                  sweep_command(preset, lo, hi, args.out, args.scale, args.device, graphs)))
+                              command=sweep_line(preset, lo, hi, args.out, args.scale, args.device, graphs))
                 break
             except (TaskFailed, ConfigError) as err:
                 print(f"{time.strftime('%H:%M:%S')} {err}", flush=True)
