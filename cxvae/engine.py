@@ -139,6 +139,18 @@ def default_task_gpus(device: str) -> float:
     return 1.0 if cuda else 0.0
 
 
+def _check_resources(cpus: int, gpus: float) -> None:
+    """A ConfigError when no node of the cluster could run a task of ``cpus`` CPUs and ``gpus``
+    GPUs (Ray would wait for such a node for ever)."""
+    import ray
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if not any(r.get("CPU", 0) >= cpus and r.get("GPU", 0) >= gpus for r in nodes):
+        have = ", ".join(f"{r.get('CPU', 0):g} CPUs and {r.get('GPU', 0):g} GPUs" for r in nodes) or "no nodes"
+        raise ConfigError(f"no node of the Ray cluster has {cpus} CPUs and {gpus:g} GPUs for a task (it has: {have}); "
+                          "lower --task-cpus or --task-gpus, or use --device cpu")
+
+
 def run_on_ray(plans, cuda_graphs: bool = False, together: bool = False, task_cpus: int = 1,
                task_gpus: Optional[float] = None, progress: bool = True) -> None:
     """Submit every block of ``plans`` (:class:`~cxvae.runner.SweepPlan`, each a study folder)
@@ -155,6 +167,7 @@ def run_on_ray(plans, cuda_graphs: bool = False, together: bool = False, task_cp
             continue
         first = next(iter(plan.configs.values()))
         gpus = default_task_gpus(first.device) if task_gpus is None else task_gpus
+        _check_resources(task_cpus, gpus)
         task = ray.remote(run_block).options(num_cpus=task_cpus, num_gpus=gpus, max_retries=MAX_RETRIES)
         if repr(first.data) not in stored:  # the data go to the object store once, not with every task or plan
             stored[repr(first.data)] = ray.put(plan.splits)

@@ -134,6 +134,16 @@ class TestOnALocalRay:
         assert "ml-vae seeds 3-4: ConfigError: cuda_graphs needs a CUDA device" in err
         assert not (tmp_path / "runs.csv").exists() and not (tmp_path / "models").exists()
 
+    def test_a_task_no_node_can_hold_is_refused_not_left_waiting(self, tmp_path, capsys):
+        """A GPU asked of a Ray without one, or more CPUs than a node has: one line, exit 2."""
+        for flags, words in ((["--task-gpus", "1"], "no node of the Ray cluster has 1 CPUs and 1 GPUs"),
+                             (["--task-cpus", "3"], "no node of the Ray cluster has 3 CPUs and 0 GPUs")):
+            code = main(["sweep", "--presets", "ml-vae", "--seeds", "0", "--device", "cpu", "--out", str(tmp_path),
+                         "--engine", "ray", "--quiet", *flags])
+            err = capsys.readouterr().err.strip()
+            assert code == 2 and words in err and len(err.splitlines()) == 1
+        assert not (tmp_path / "runs.csv").exists()
+
 
 @pytest.mark.parametrize("flags, words", [
     (["--engine", "spark"], "unknown engine 'spark'"),
