@@ -1,6 +1,7 @@
 """The ``cxvae`` command line: ``cxvae train``, ``cxvae evaluate``, ``cxvae sweep``, ``cxvae oracle``,
 ``cxvae summary``, ``cxvae gap``, ``cxvae strength``, ``cxvae bench``, ``cxvae merge``,
-``cxvae rescore`` and ``cxvae table-bench``.
+``cxvae rescore`` and ``cxvae table-bench``. ``cxvae sweep`` and ``cxvae strength`` train in this
+process or, with ``--engine ray``, on a Ray cluster (:mod:`cxvae.engine`).
 
 Run ``cxvae COMMAND --help`` for the options of each command.
 """
@@ -14,6 +15,7 @@ from typing import Optional, Sequence
 from .config import (DECODERS, GROUP_ENCODERS, INSTANCE_ENCODERS, PRESETS, REGULARISERS, SCALES,
                      ConfigError, make_run_config)
 from .data import DataError
+from .engine import TaskFailed
 from .strength import STRENGTHS
 from .train import TrainingDiverged
 
@@ -32,6 +34,20 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help="override the learning rate")
     p.add_argument("--reg-weight", type=float, help="override the regulariser weight")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_engine_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", default="local",
+                   help="local (default: train in this process) or ray (one Ray task per block; README, 'On a cluster')")
+    p.add_argument("--address", default=None,
+                   help="with --engine ray: the cluster, auto or HOST:PORT of its head (default: a local Ray)")
+    p.add_argument("--task-cpus", type=int, default=1, help="with --engine ray: CPUs (torch threads) per task (default 1)")
+    p.add_argument("--task-gpus", type=float, default=None,
+                   help="with --engine ray: GPUs per task, a fraction shares one (default 1 on CUDA, else 0)")
+
+
+def _engine_options(args) -> dict:
+    return dict(engine=args.engine, address=args.address, task_cpus=args.task_cpus, task_gpus=args.task_gpus)
 
 
 def _overrides(args) -> dict:
@@ -84,7 +100,7 @@ def _cmd_sweep(args) -> int:
     command = "cxvae " + " ".join(sys.argv[1:]) if args.command_line is None else args.command_line
     sweep(presets, parse_seeds(args.seeds), scale=args.scale, device=args.device, out=args.out,
           progress=not args.quiet, command=command, stack=args.stack, score_together=args.score_together,
-          cuda_graphs=args.cuda_graphs)
+          cuda_graphs=args.cuda_graphs, **_engine_options(args))
     if not (Path(args.out) / "oracle.csv").exists():  # the reference row belongs beside every table
         from .runner import run_oracle
 
@@ -152,7 +168,8 @@ def _cmd_strength(args) -> int:
         raise ConfigError(f"cannot read strengths {args.strengths!r}; use e.g. 0,0.5,1") from None
     command = "cxvae " + " ".join(sys.argv[1:]) if args.command_line is None else args.command_line
     table = strength_study(strengths, presets, parse_seeds(args.seeds), scale=args.scale, out=args.out,
-                           device=args.device, stack=args.stack, progress=not args.quiet, command=command)
+                           device=args.device, stack=args.stack, progress=not args.quiet, command=command,
+                           **_engine_options(args))
     summary = summarise_strength(table, metrics=["translation_mse"])
     print("median translation MSE by group strength c:")
     print(summary.pivot(index="group_strength", columns="preset", values="median").round(3).to_string())
@@ -233,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score a stack's runs at once, their probes vectorised (for a GPU; no faster on a CPU)")
     p.add_argument("--cuda-graphs", action="store_true",
                    help="replay the training step from CUDA graphs (CUDA only; fewer kernel launches)")
+    _add_engine_options(p)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_sweep)
@@ -256,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--stack", type=int, default=20, help="seeds trained at once (default 20)")
     p.add_argument("--out", default="results/strength")
+    _add_engine_options(p)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_strength)
@@ -308,7 +327,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return args.func(args)
     # user errors: one line, no traceback. The library reports bad input as ConfigError (settings, study
     # files) or DataError (data), both ValueErrors; other exceptions are bugs and keep their traceback.
-    except (ConfigError, DataError, TrainingDiverged, FileNotFoundError) as err:
+    except (ConfigError, DataError, TrainingDiverged, FileNotFoundError, TaskFailed) as err:
         print(f"cxvae {args.command}: error: {err}", file=sys.stderr)
         return 2
 

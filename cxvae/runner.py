@@ -12,11 +12,14 @@ A study folder (e.g. ``results/figure4/``) holds
   against the exact one (:func:`cxvae.bias.group_posterior_gap`).
 
 Rows are appended atomically (the whole CSV is rewritten to a temporary file, then renamed), so a
-killed sweep loses at most the run in progress, and rerunning it skips the finished rows.
+killed sweep loses at most the run in progress, and rerunning it skips the finished rows. A sweep
+trains in this process or, with ``engine='ray'``, as Ray tasks whose results this process writes
+(:mod:`cxvae.engine`).
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -27,8 +30,9 @@ import subprocess
 import sys
 import time
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -43,9 +47,9 @@ from .oracle import ExamScoresOracle
 from .train import make_splits, resolve_device, save_checkpoint, train_seeds
 
 __all__ = ["parse_seeds", "format_seeds", "provenance", "append_row", "score", "sweep", "run_oracle", "summarise",
-           "compare_to", "read_study", "study_command", "load_or_run", "probe_config", "merge_study",
-           "short_of_seeds", "made_on_cpu_only", "rescore_v_probe", "run_history", "study_provenance", "made_by",
-           "PAPER_SEEDS"]
+           "compare_to", "read_study", "plan_sweep", "sweep_configs", "SweepPlan", "study_command", "load_or_run",
+           "probe_config", "merge_study", "short_of_seeds", "made_on_cpu_only", "rescore_v_probe", "run_history",
+           "study_provenance", "made_by", "PAPER_SEEDS"]
 
 RUNS_CSV, ORACLE_CSV, CONFIG_JSON = "runs.csv", "oracle.csv", "config.json"
 PAPER_SEEDS = 100  # random initialisations per model in the paper's Figures 4 and 5
@@ -218,7 +222,8 @@ def _merge_config(path: Path, out: Path, resolved: Dict, command: str) -> None:
 def sweep(presets: Sequence[str], seeds: Iterable[int], scale: str = "smoke", device: str = "auto",
           out="results/sweep", progress: bool = True, command: Optional[str] = None,
           overrides: Optional[Dict] = None, stack: int = 1, score_together: bool = False,
-          cuda_graphs: bool = False) -> pd.DataFrame:
+          cuda_graphs: bool = False, engine: str = "local", address: Optional[str] = None,
+          task_cpus: int = 1, task_gpus: Optional[float] = None) -> pd.DataFrame:
     """Train and score every (preset, seed) not yet in ``out/runs.csv``; returns the whole table.
 
     All presets share one data sample (the scale's ``DataConfig``), so their scores are paired.
@@ -228,43 +233,97 @@ def sweep(presets: Sequence[str], seeds: Iterable[int], scale: str = "smoke", de
     ``score_together``: score a block's runs at once (:func:`score_many`), meant for a GPU, where
     one run's tiny probe steps leave it idle; on a CPU it is no faster (``cxvae bench --score``).
     ``cuda_graphs``: train with the step replayed from CUDA graphs (CUDA only; :func:`~cxvae.train.train_seeds`).
+
+    ``engine``: ``'local'`` trains the blocks one after another in this process; ``'ray'`` runs
+    each block as a Ray task (:mod:`cxvae.engine`) on the cluster at ``address`` (``'auto'`` or
+    ``HOST:PORT``; none: a local Ray on this machine), each task holding ``task_cpus`` CPUs and
+    ``task_gpus`` GPUs (default: 1 with a CUDA device, else 0), the rows written here as results come.
     """
-    if stack < 1:
-        raise ConfigError(f"stack must be at least 1; got {stack}")
+    from . import engine as engines
+
+    engines.check_engine(engine, address, task_cpus, task_gpus)
     # everything the user gave is checked before the folder and its config.json record the command
     seeds = list(seeds)
-    for seed in seeds:
-        check_seed(seed)
-    configs = {p: make_run_config(p, seed=0, scale=scale, device=device, **(overrides or {})) for p in presets}
+    configs = sweep_configs(presets, seeds, scale, device, overrides, stack)
+    command = command or f"cxvae sweep --presets {','.join(presets)} --scale {scale}"
+    if engine == "ray":  # the device is the workers': it need not exist on this machine
+        with engines.ray_session(address):
+            plan = plan_sweep(configs, seeds, out, command, stack, torch.device("cpu"))
+            engines.run_on_ray([plan], cuda_graphs=cuda_graphs, together=score_together, task_cpus=task_cpus,
+                               task_gpus=task_gpus, progress=progress)
+        return pd.read_csv(plan.runs_path) if plan.runs_path.exists() else pd.DataFrame()
     dev = resolve_device(device)
     if cuda_graphs and dev.type != "cuda":
         raise ConfigError(f"cuda_graphs needs a CUDA device; this sweep is on {dev} (drop --cuda-graphs)")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    _write_config(out, configs, command or f"cxvae sweep --presets {','.join(presets)} --scale {scale}")
-    runs_path = out / RUNS_CSV
-    done = _finished(runs_path)
-    todo = {p: [s for s in seeds if (p, s) not in done] for p in presets}
+    plan = plan_sweep(configs, seeds, out, command, stack, dev)
+    out, runs_path, splits = plan.out, plan.runs_path, plan.splits
     prov = provenance(dev)
-    n_todo = sum(map(len, todo.values()))
-    splits = {k: v.to(dev) for k, v in make_splits(next(iter(configs.values())).data).items()} if n_todo else None
-    bar = tqdm(total=n_todo, desc="sweep", disable=not progress or not n_todo)
-    for preset, pending in todo.items():
-        for start in range(0, len(pending), stack):
-            block = [s for s in pending[start:start + stack] if (preset, s) not in _finished(runs_path)]
-            if not block:  # another sweep sharing the folder did them
-                continue
-            cfg = make_run_config(preset, seed=block[0], scale=scale, device=device, **(overrides or {}))
-            results = train_seeds(cfg, block, splits, progress=False, cuda_graphs=cuda_graphs)
-            _score_and_save(results, splits, out, prov, together=score_together)
-            bar.update(len(results))
+    bar = tqdm(total=plan.n_runs, desc="sweep", disable=not progress or not plan.n_runs)
+    for preset, block in plan.blocks:
+        block = [s for s in block if (preset, s) not in _finished(runs_path)]
+        if not block:  # another sweep sharing the folder did them
+            continue
+        results = train_seeds(plan.config(preset, block[0]), block, splits, progress=False, cuda_graphs=cuda_graphs)
+        _score_and_save(results, splits, out, prov, together=score_together)
+        bar.update(len(results))
     bar.close()
     return pd.read_csv(runs_path) if runs_path.exists() else pd.DataFrame()
 
 
-def _score_and_save(results, splits, out: Path, prov: Dict[str, str], together: bool = False) -> None:
-    """Score trained runs on the holdout groups and save each run's row, curve and model as soon
-    as it is scored. ``together``: all runs at once (:func:`score_many`), each run's
+@dataclass
+class SweepPlan:
+    """What a sweep has left to do in its folder ``out``: the ``blocks`` (a preset and the seeds
+    trained at once) of the runs that ``runs_path`` lacks, in order; ``configs`` holds each
+    preset's resolved configuration (seed 0), ``splits`` the shared data on the sweep's device
+    (None when nothing is left)."""
+
+    out: Path
+    runs_path: Path
+    configs: Dict[str, RunConfig]
+    blocks: List[Tuple[str, List[int]]]
+    splits: Optional[Dict]
+
+    @property
+    def n_runs(self) -> int:
+        return sum(len(seeds) for _, seeds in self.blocks)
+
+    def config(self, preset: str, seed: int) -> RunConfig:
+        """The run config of ``preset`` with ``seed`` (the first seed of a block names its stack)."""
+        return dataclasses.replace(self.configs[preset], seed=seed)
+
+
+def sweep_configs(presets: Sequence[str], seeds: Sequence[int], scale: str, device: str,
+                  overrides: Optional[Dict] = None, stack: int = 1) -> Dict[str, RunConfig]:
+    """Each preset's resolved configuration (seed 0) for a sweep, after checking ``seeds`` and
+    ``stack`` (a ConfigError before anything is written)."""
+    if stack < 1:
+        raise ConfigError(f"stack must be at least 1; got {stack}")
+    for seed in seeds:
+        check_seed(seed)
+    return {p: make_run_config(p, seed=0, scale=scale, device=device, **(overrides or {})) for p in presets}
+
+
+def plan_sweep(configs: Dict[str, RunConfig], seeds: Sequence[int], out, command: str, stack: int,
+               device: torch.device) -> SweepPlan:
+    """Make the folder ``out``, record ``command`` and the presets' ``configs`` in its config.json
+    (refusing another configuration of a preset already there), and plan the runs it lacks: per
+    preset, its pending ``seeds`` in blocks of ``stack``. The data are made on ``device``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_config(out, configs, command)
+    runs_path = out / RUNS_CSV
+    done = _finished(runs_path)
+    blocks = []
+    for preset in configs:
+        pending = [s for s in seeds if (preset, s) not in done]
+        blocks += [(preset, pending[start:start + stack]) for start in range(0, len(pending), stack)]
+    splits = {k: v.to(device) for k, v in make_splits(next(iter(configs.values())).data).items()} if blocks else None
+    return SweepPlan(out, runs_path, configs, blocks, splits)
+
+
+def _scored(results, splits, together: bool = False):
+    """Score trained runs on the holdout groups, yielding ``(result, metrics, score_seconds)`` for
+    each as soon as it is scored. ``together``: all runs at once (:func:`score_many`), each run's
     ``score_seconds`` then being the shared time divided by the number of runs."""
     for part in [results] if together else [[r] for r in results]:
         start = time.perf_counter()
@@ -272,7 +331,14 @@ def _score_and_save(results, splits, out: Path, prov: Dict[str, str], together: 
         metrics = score_many(scorers, part[0].config, splits)
         seconds = (time.perf_counter() - start) / len(part)
         for result, m in zip(part, metrics):
-            _save_run(result, m, seconds, out, prov)
+            yield result, m, seconds
+
+
+def _score_and_save(results, splits, out: Path, prov: Dict[str, str], together: bool = False) -> None:
+    """Score trained runs (:func:`_scored`) and save each run's row, curve and model as soon as it
+    is scored."""
+    for result, m, seconds in _scored(results, splits, together):
+        _save_run(result, m, seconds, out, prov)
 
 
 def _save_run(result, metrics: Dict[str, float], score_seconds: float, out: Path, prov: Dict[str, str]) -> None:

@@ -22,10 +22,13 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 import pandas as pd
+import torch
 
 from .config import DataConfig
+from .engine import check_engine, ray_session, run_on_ray
 from .oracle import single_observation_floor  # noqa: F401  (part of this module's API)
-from .runner import ORACLE_CSV, RUNS_CSV, compare_to, parse_seeds, run_oracle, summarise, sweep
+from .runner import (ORACLE_CSV, RUNS_CSV, compare_to, format_seeds, parse_seeds, plan_sweep, run_oracle, summarise,
+                     sweep, sweep_configs)
 
 __all__ = ["STRENGTHS", "SMOKE_STRENGTHS", "MAIN_PRESETS", "BASELINES", "strength_folder", "strength_overrides",
            "strength_study",
@@ -54,21 +57,35 @@ def strength_overrides(strength: float, overrides: Optional[dict] = None) -> dic
 
 def strength_study(strengths: Iterable[float], presets: Sequence[str], seeds: Sequence[int], scale: str = "study",
                    out="results/strength", device: str = "auto", stack: int = 1, progress: bool = True,
-                   command: Optional[str] = None, overrides: Optional[dict] = None) -> pd.DataFrame:
+                   command: Optional[str] = None, overrides: Optional[dict] = None, engine: str = "local",
+                   address: Optional[str] = None, task_cpus: int = 1,
+                   task_gpus: Optional[float] = None) -> pd.DataFrame:
     """Sweep ``presets`` x ``seeds`` and score the oracle at every setting of ``strengths``.
 
     Settings run in the order given; each one's folder is a resumable sweep (a rerun trains only
     the missing runs). ``overrides`` apply to every setting (as in :func:`~cxvae.runner.sweep`).
+    ``engine='ray'`` (``address``, ``task_cpus``, ``task_gpus`` as in :func:`~cxvae.runner.sweep`)
+    submits the blocks of every setting at once, as Ray tasks (:mod:`cxvae.engine`).
     Returns :func:`read_strength_study` of ``out``.
     """
+    check_engine(engine, address, task_cpus, task_gpus)
     strengths = list(strengths)
     for strength in strengths:  # all of them, before any setting's folder is made (a ConfigError)
         DataConfig(group_strength=strength)
+    if engine == "ray":
+        seeds = list(seeds)
+        configs = [sweep_configs(presets, seeds, scale, device, strength_overrides(c, overrides), stack) for c in strengths]
+        with ray_session(address):
+            plans = [plan_sweep(conf, seeds, strength_folder(out, c), command or strength_command(
+                strengths, presets, format_seeds(seeds).replace(" ", ""), scale, str(out), stack), stack, torch.device("cpu"))
+                for c, conf in zip(strengths, configs)]
+            run_on_ray(plans, task_cpus=task_cpus, task_gpus=task_gpus, progress=progress)
     for strength in strengths:
         folder = strength_folder(out, strength)
         overrides_here = strength_overrides(strength, overrides)
-        sweep(presets, seeds, scale=scale, device=device, out=folder, progress=progress, overrides=overrides_here,
-              stack=stack, command=command)
+        if engine == "local":
+            sweep(presets, seeds, scale=scale, device=device, out=folder, progress=progress, overrides=overrides_here,
+                  stack=stack, command=command)
         if not (folder / ORACLE_CSV).exists():
             run_oracle(scale=scale, out=folder, overrides=overrides_here)
     return read_strength_study(out)

@@ -3,7 +3,7 @@
 #   PHASE=start WATCH=540 bash scripts/gpu_lease.sh   # check CUDA graphs, start the study, watch it
 #   PHASE=watch WATCH=150 bash scripts/gpu_lease.sh   # the next call, while the machine is warm
 # `start` runs the CUDA-graph tests; if they pass the study trains with --cuda-graphs (a block
-# whose graphed sweep fails is redone eagerly). The study runs in its own session (setsid), so it
+# whose graphed task fails is redone eagerly). The study is scripts/paper_study_gpu.py's engine run. The study runs in its own session (setsid), so it
 # keeps going between two calls; `watch` packs its tables and curves into $OUT/paper.tgz every 20 s.
 # If the study finishes with time to spare, the throughput of both steps is benched.
 # Then, here: mkdir -p runs/gpu && tar xzf <files_at>/paper.tgz -C runs/gpu &&
@@ -26,7 +26,13 @@ if [ "${PHASE:-start}" = start ]; then
     GRAPHS="--cuda-graphs"
   fi
   echo ">> study: ${GRAPHS:-eager} after $((SECONDS - T0)) s"
-  setsid nohup $PY scripts/paper_study_gpu.py run --out "$STUDY" --workers "${WORKERS:-2}" --presets "$ORDER" \
+  # the study driver's engine: a local Ray, $BLOCKS blocks sharing the GPU, where Ray is installed;
+  # else (no pip on the device) one block after another in the driver's process
+  ENGINE="--engine local"
+  if $PY -c "import ray" 2>/dev/null; then
+    ENGINE="--engine ray --task-gpus $($PY -c "print(1 / ${BLOCKS:-2})")"
+  fi
+  setsid nohup $PY scripts/paper_study_gpu.py run --out "$STUDY" $ENGINE --quiet --presets "$ORDER" \
     $GRAPHS >"$STUDY/driver.log" 2>&1 </dev/null &
 fi
 LEFT=$(( ${WATCH:-540} - (SECONDS - T0) ))

@@ -1,11 +1,15 @@
-"""Extend results/paper towards 100 seeds on one GPU: `cxvae sweep` on blocks of pending seeds.
+"""Extend results/paper towards 100 seeds: the blocks of pending seeds as tasks of the engine.
 
 Blocks (at most --block consecutive pending seeds of a preset, read from the folder's runs.csv)
-are queued Figure 4's models first, then the ablations; --workers sweeps run side by side, all
-writing into one study folder (the runner locks runs.csv and config.json).
+are queued Figure 4's models first, then the ablations, and run through the engine of
+`cxvae sweep` (cxvae/engine.py): with --engine ray (the default) one Ray task per block on the
+cluster at --address (none: a local Ray), each holding --task-cpus CPUs and --task-gpus GPUs, the
+driver writing every run into the one study folder as its task's result comes; with --engine local
+one block after another in this process (where Ray is not installed, e.g. a bare GPU machine).
+Each block's `cxvae sweep` command is recorded in config.json, as if it had been run alone.
 
-    python3 scripts/paper_study_gpu.py jobs  --out results/paper            # what would run
-    python3 scripts/paper_study_gpu.py run   --out results/paper             # the job queue
+    python3 scripts/paper_study_gpu.py jobs  --out results/paper                      # what would run
+    python3 scripts/paper_study_gpu.py run   --out results/paper --address auto        # on a cluster
     python3 scripts/paper_study_gpu.py watch --out results/paper --seconds 540 --pack DIR
 
 `watch` packs the folder's tables and curves (not the models) into DIR/paper.tgz every 30 s (--every) and
@@ -13,16 +17,18 @@ when it stops, so a session cut off at any moment keeps what was finished.
 
 Measured on an H200 (results/BENCHMARKS.md): 12 workers with blocks of 30 kept the GPU 100 %
 busy but finished only the three cheaper baselines in 12 minutes; one process with a stack of
-100 trains 100 CxVAE seeds in about 5.4 minutes. Hence the defaults: one worker, blocks of 100.
-With --cuda-graphs, a block whose graphed sweep fails is queued again, first, without graphs.
+100 trains 100 CxVAE seeds in about 5.4 minutes. Hence the defaults: blocks of 100, each task a whole
+GPU (--task-gpus 0.5 runs two blocks side by side on one).
+With --cuda-graphs, the blocks whose graphed tasks fail are queued again without graphs.
 --presets runs the given presets in the given order (each block index before the next).
-On a CPU (--device cpu) every worker gets one thread; on 2 cores, two one-thread sweeps of 10
+On a CPU (--device cpu) every task gets --task-cpus threads; on 2 cores, two one-thread sweeps of 10
 seeds side by side made 1.3 to 1.5 times as many runs an hour as one two-thread sweep
-(results/BENCHMARKS.md), which is what --block 10 --workers 2 runs.
+(results/BENCHMARKS.md), which is what --block 10 with one-CPU tasks on a local Ray runs.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
@@ -30,6 +36,13 @@ import sys
 import tarfile
 import time
 from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's cxvae, without installing it
+from cxvae.config import ConfigError  # noqa: E402
+from cxvae.engine import TaskFailed, check_engine, ray_session, run_on_ray  # noqa: E402
+from cxvae.runner import sweep  # noqa: E402
 
 FIGURE4 = ["cxvae", "ml-vae", "gvae", "gvae-ad"]
 ABLATIONS = ["cxvae-unconditional", "cxvae-average", "cxvae-product", "cxvae-none", "cxvae-nemeth",
@@ -64,30 +77,53 @@ def sweep_command(preset, lo, hi, out, scale="paper", device="cuda", cuda_graphs
             *(["--cuda-graphs"] if cuda_graphs else [])]
 
 
+def sweep_line(preset, lo, hi, out, scale="paper", device="cuda", cuda_graphs=False) -> str:
+    """The `cxvae sweep` command of one block, as recorded in the folder's config.json."""
+    return "cxvae sweep " + " ".join(sweep_command(preset, lo, hi, out, scale, device, cuda_graphs))
+
+
+def plans(out, queue, scale="paper", device="cuda", cuda_graphs=False):
+    """One sweep plan (cxvae.runner.plan_sweep) per job of ``queue``, each recording its own
+    `cxvae sweep` command in the folder's config.json; a job that is now done plans nothing."""
+    from cxvae.runner import plan_sweep, sweep_configs
+
+    found = []
+    for preset, lo, hi in queue:
+        seeds = list(range(lo, hi + 1))
+        command = sweep_line(preset, lo, hi, out, scale, device, cuda_graphs)
+        found.append(plan_sweep(sweep_configs([preset], seeds, scale, device, stack=len(seeds)), seeds, out,
+                                command, len(seeds), torch.device("cpu")))
+    return found
+
+
 def run(args) -> None:
-    logs = Path(args.out) / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    queue = [(*job, args.cuda_graphs) for job in jobs(args.out, args.block, presets=args.presets)[: args.max_jobs]]
-    running = {}
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", PYTHONPATH=os.getcwd())
-    while queue or running:
-        for key, proc in list(running.items()):
-            if proc.poll() is not None:
-                print(f"{time.strftime('%H:%M:%S')} done {key} rc={proc.returncode}", flush=True)
-                del running[key]
-                if proc.returncode != 0 and key[3]:  # the graphed step failed: redo the block eagerly
-                    print(f"{time.strftime('%H:%M:%S')} requeue {key[:3]} without CUDA graphs", flush=True)
-                    queue.insert(0, (*key[:3], False))
-        while queue and len(running) < args.workers:
-            preset, lo, hi, graphs = key = queue.pop(0)
-            cmd = sweep_command(preset, lo, hi, args.out, args.scale, args.device, graphs)
-            line = "cxvae sweep " + " ".join(cmd)
-            log = open(logs / f"{preset}-{lo}-{hi}{'-graphs' if graphs else ''}.log", "w")
-            running[key] = subprocess.Popen(
-                [sys.executable, "-c", "import sys; from cxvae.cli import main; sys.exit(main(sys.argv[1:]))",
-                 "sweep", *cmd, "--command-line", line], stdout=log, stderr=subprocess.STDOUT, env=env)
-            print(f"{time.strftime('%H:%M:%S')} start {preset} {lo}-{hi}{' (CUDA graphs)' if graphs else ''}", flush=True)
-        time.sleep(2)
+    from cxvae.runner import _finished
+
+    check_engine(args.engine, args.address, args.task_cpus, args.task_gpus)
+    queue = jobs(args.out, args.block, presets=args.presets)[: args.max_jobs]
+    session = ray_session(args.address) if args.engine == "ray" else contextlib.nullcontext()
+    with session:
+        for graphs in ([True, False] if args.cuda_graphs else [False]):
+            print(f"{time.strftime('%H:%M:%S')} {len(queue)} blocks{' (CUDA graphs)' if graphs else ''}", flush=True)
+            try:
+                if args.engine == "ray":
+                    run_on_ray(plans(args.out, queue, args.scale, args.device, graphs), cuda_graphs=graphs,
+                               together=True, task_cpus=args.task_cpus, task_gpus=args.task_gpus,
+                               progress=not args.quiet)
+                else:
+                    for preset, lo, hi in queue:
+                        sweep([preset], range(lo, hi + 1), scale=args.scale, device=args.device, out=args.out,
+                              progress=not args.quiet, stack=hi - lo + 1, score_together=True, cuda_graphs=graphs,
+                              command=sweep_line(preset, lo, hi, args.out, args.scale, args.device, graphs))
+                break
+            except (TaskFailed, ConfigError) as err:
+                print(f"{time.strftime('%H:%M:%S')} {err}", flush=True)
+                if not graphs:
+                    raise
+            done = _finished(Path(args.out) / "runs.csv")  # what is left goes again, without graphs
+            queue = [(p, lo, hi) for p, lo, hi in queue if any((p, s) not in done for s in range(lo, hi + 1))]
+            for job in queue:
+                print(f"{time.strftime('%H:%M:%S')} requeue {job} without CUDA graphs", flush=True)
     print("all jobs finished", flush=True)
 
 
@@ -123,7 +159,12 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=["run", "watch", "jobs"])
     parser.add_argument("--out", default="results/paper")
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--engine", default="ray", help="ray (default) or local (one block after another, here)")
+    parser.add_argument("--address", default=None, help="the Ray cluster: auto or HOST:PORT (default: a local Ray)")
+    parser.add_argument("--task-cpus", type=int, default=1, help="CPUs (torch threads) per task (default 1)")
+    parser.add_argument("--task-gpus", type=float, default=None,
+                        help="GPUs per task, e.g. 0.5 for two blocks on one GPU (default 1 on CUDA, else 0)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--block", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=540)
     parser.add_argument("--pack", default=".")
@@ -139,5 +180,10 @@ if __name__ == "__main__":
     if args.mode == "jobs":
         for job in jobs(args.out, args.block, presets=args.presets):
             print(*job)
+    elif args.mode == "watch":
+        watch(args)
     else:
-        {"run": run, "watch": watch}[args.mode](args)
+        try:
+            run(args)
+        except (ConfigError, TaskFailed) as err:  # a bad option or address, or blocks that failed: one line
+            sys.exit(f"paper_study_gpu.py: error: {err}")

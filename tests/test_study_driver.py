@@ -39,11 +39,20 @@ def test_jobs_follow_the_order_of_presets_given(tmp_path):
 
 def test_a_failed_cuda_graph_block_is_redone_eagerly(tmp_path):
     """On a CPU a CUDA-graph sweep stops with an error; the driver queues the block again without
-    graphs, and its runs are made."""
+    graphs, and its runs are made (the local engine here; tests/test_engine.py runs it on Ray)."""
     out = tmp_path / "study"
     log = subprocess.run([sys.executable, str(SCRIPT), "run", "--out", str(out), "--scale", "smoke", "--device", "cpu",
-                          "--presets", "ml-vae", "--block", "1", "--max-jobs", "1", "--cuda-graphs"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=600).stdout
+                          "--presets", "ml-vae", "--block", "1", "--max-jobs", "1", "--cuda-graphs", "--engine", "local",
+                          "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=600).stdout
     assert "requeue ('ml-vae', 0, 0) without CUDA graphs" in log and "all jobs finished" in log
-    assert "cuda_graphs needs a CUDA device" in (out / "logs" / "ml-vae-0-0-graphs.log").read_text()
+    assert "cuda_graphs needs a CUDA device" in log
     assert list(pd.read_csv(out / "runs.csv").seed) == [0]
+
+
+def test_bad_engine_options_stop_the_driver_in_one_line(tmp_path):
+    """--address with the local engine is refused before anything is written."""
+    done = subprocess.run([sys.executable, str(SCRIPT), "run", "--out", str(tmp_path / "s"), "--engine", "local",
+                           "--address", "auto"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stderr.strip().splitlines() == [
+        "paper_study_gpu.py: error: --address need(s) --engine ray (the local engine trains in this process)"]
+    assert not (tmp_path / "s").exists()
