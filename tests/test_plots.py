@@ -49,7 +49,10 @@ def test_plot_product_bias():
     fig = plots.plot_product_bias(product_bias_table(range(1, 17), (0.5, 1.0, 2.0)))
     ax_mean = fig.get_axes()[0]
     assert len(ax_mean.lines) == 3 * 2 + 1  # 3 plain lines, 3 asymptotes, the corrected product
-    check(fig, 2)
+    check(fig, 1)  # one panel: the mean and variance ratios are equal in this model
+    bad = product_bias_table(range(1, 5), (1.0,)).assign(var_ratio=0.5)
+    with pytest.raises(ValueError, match="ratios differ"):
+        plots.plot_product_bias(bad)
 
 
 def test_plot_exam_scores_is_deterministic():
