@@ -240,8 +240,8 @@ def _v_probe(train_codes, train_mask, train_u, test_codes, test_mask, test_u, cf
         mean, std = flat.mean(dim=0), flat.std(dim=0).clamp_min(1e-6)
         tr_f = group_code_moments(((tr_c[s] - mean) / std)[None], tr_m)[0]
         te_f = group_code_moments(((test_codes[s].double() - mean) / std)[None], test_mask)[0]
-        f_mean, f_std = tr_f.mean(dim=0), tr_f.std(dim=0).clamp_min(1e-6)
-        pred = _kernel_ridge((tr_f - f_mean) / f_std, train_y, (te_f - f_mean) / f_std, cfg)
+        z_train, z_test = _standardise(tr_f, te_f, dims=0)
+        pred = _kernel_ridge(z_train, train_y, z_test, cfg)
         scores.append(((pred - test_y) ** 2).mean())
     return torch.stack(scores).float()
 

@@ -155,10 +155,16 @@ def append_row(path, row: Dict) -> pd.DataFrame:
     with _locked(path):
         table = pd.read_csv(path) if path.exists() else pd.DataFrame()
         table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)
-        tmp = path.with_name(path.name + ".tmp")
-        table.to_csv(tmp, index=False)
-        os.replace(tmp, path)
+        _replace_csv(table, path)
     return table
+
+
+def _replace_csv(table: pd.DataFrame, path: Path) -> None:
+    """Write ``table`` to ``path`` atomically: a temporary file, then a rename (the caller holds
+    the lock), so a reader never sees half a table."""
+    tmp = path.with_name(path.name + ".tmp")
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, path)
 
 
 def probe_config(cfg: RunConfig) -> ProbeConfig:
@@ -529,11 +535,14 @@ def rescore_v_probe(out, progress: bool = True) -> pd.DataFrame:
 
 
 def _write_table(table: pd.DataFrame, path: Path) -> None:
-    """Rewrite a study table atomically (a temporary file, then a rename), under its lock."""
+    """Rewrite a study table under its lock, refusing if its (preset, seed) rows changed since
+    ``table`` was read from it (a sweep appending meanwhile would otherwise lose its rows)."""
     with _locked(path):
-        tmp = path.with_name(path.name + ".tmp")
-        table.to_csv(tmp, index=False)
-        os.replace(tmp, path)
+        now = _read_table(path)
+        if list(zip(now.preset, now.seed.astype(int))) != list(zip(table.preset, table.seed.astype(int))):
+            raise ConfigError(f"{path} changed while it was being rescored (a sweep wrote to it?); run the "
+                              "command again when nothing else writes to the folder")
+        _replace_csv(table, path)
 
 
 def read_study(folder) -> Dict[str, object]:

@@ -349,3 +349,17 @@ def test_run_history_reads_a_runs_curve_and_names_a_missing_one(tmp_path):
     assert runner.run_history(tmp_path, "cxvae", 4).valid_neg_elbo.tolist() == [3.1, 2.1]
     with pytest.raises(FileNotFoundError, match="cxvae seed 5"):
         runner.run_history(tmp_path, "cxvae", 5)
+
+
+def test_rescoring_refuses_to_overwrite_rows_written_meanwhile(tmp_path):
+    """The table is rewritten only if its (preset, seed) rows are still those it was read with: a
+    row a sweep appended while the models were rescored would otherwise be lost."""
+    path = tmp_path / "runs.csv"
+    pd.DataFrame(dict(preset=["a", "a"], seed=[0, 1], v_probe_mse=[0.1, 0.2])).to_csv(path, index=False)
+    read = pd.read_csv(path)
+    runner.append_row(path, dict(preset="a", seed=2, v_probe_mse=0.3))  # a sweep, meanwhile
+    with pytest.raises(ConfigError, match="changed while it was being rescored"):
+        runner._write_table(read.assign(v_probe_mse=[0.5, 0.6]), path)
+    assert pd.read_csv(path).v_probe_mse.tolist() == [0.1, 0.2, 0.3]
+    runner._write_table(pd.read_csv(path).assign(v_probe_mse=[0.5, 0.6, 0.7]), path)  # unchanged rows: written
+    assert pd.read_csv(path).v_probe_mse.tolist() == [0.5, 0.6, 0.7]
