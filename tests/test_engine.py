@@ -178,18 +178,37 @@ def _ray_cli(*args, **kwargs):
 CLUSTER_ENV = dict(os.environ, RAY_ADDRESS="", RAY_AUTH_MODE="disabled")
 
 
-def _stop_ray_under(temp: str) -> None:
+def _processes_under(temp: str) -> list:
+    """The live processes whose command line names ``temp`` (the test cluster's daemons and workers)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        if proc.info["status"] != psutil.STATUS_ZOMBIE and any(temp in a for a in proc.info["cmdline"] or []):
+            found.append(proc)
+    return found
+
+
+def _stop_ray_under(temp: str, timeout: float = 60.0) -> list[int]:
     """`ray stop` for the cluster whose files are under ``temp`` only: its daemons (their command
-    lines name ``temp``) and their children (workers, agents), not another Ray on this machine."""
-    roots = [p for p in psutil.process_iter(["cmdline"]) if any(temp in arg for arg in p.info["cmdline"] or [])]
-    procs = {p for root in roots for p in [root, *root.children(recursive=True)]}
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            proc.terminate()
-    _, alive = psutil.wait_procs(list(procs), timeout=5)
-    for proc in alive:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
+    lines name ``temp``) and their children (workers, agents), not another Ray on this machine.
+
+    Repeated until none is left: while one daemon stops, another may still start a worker (a
+    raylet replacing a worker that died), which one pass over a snapshot would miss. Returns the
+    pids still alive after ``timeout`` seconds (none, normally)."""
+    deadline = time.time() + timeout
+    while (roots := _processes_under(temp)) and time.time() < deadline:
+        procs = set(roots)
+        for root in roots:
+            with contextlib.suppress(psutil.Error):
+                procs.update(root.children(recursive=True))
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                proc.terminate()
+        _, alive = psutil.wait_procs(list(procs), timeout=5)
+        for proc in alive:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(alive, timeout=5)
+    return [p.pid for p in _processes_under(temp)]
 
 
 @pytest.fixture(scope="module")
@@ -207,9 +226,8 @@ def cluster():
         assert node.returncode == 0, node.stderr
         yield address
     finally:
-        _stop_ray_under(temp)
+        left = _stop_ray_under(temp)
         shutil.rmtree(temp, ignore_errors=True)
-    left = [p.pid for p in psutil.process_iter(["cmdline"]) if any(temp in a for a in p.info["cmdline"] or [])]
     assert not left, f"Ray processes left running: {left}"
 
 
