@@ -20,14 +20,18 @@ __all__ = ["ModelScorer", "TrueFactorScorer", "iwae_log_marginal"]
 
 
 def iwae_log_marginal(model: GroupVAE, x: torch.Tensor, mask: torch.Tensor, n_samples: int) -> torch.Tensor:
-    """Importance-weighted lower bound on ``log p(x_i)`` of each group: ``(B, K, x_dim) -> (B,)``."""
+    """Importance-weighted lower bound on ``log p(x_i)`` of each group: ``(B, K, x_dim) -> (B,)``.
+
+    A model with covariates reads ``x (B, K, x_dim + c_dim)`` (the covariates last) and bounds
+    ``log p(values_i | covariates_i)``: the covariates are conditioned on, not scored."""
     batch = x.shape[0]
     x_rep, mask_rep = x.repeat(n_samples, 1, 1), mask.repeat(n_samples, 1)  # (S*B, K, .)
     codes = model.encode(x_rep, mask_rep, sample=True)
-    x_mean, x_var = model.decode(codes["u"], codes["v"])
+    values, covariates = model.split_covariates(x_rep)
+    x_mean, x_var = model.decode(codes["u"], codes["v"], covariates)
     m = mask_rep.to(x.dtype)
     zeros_u, zeros_v = torch.zeros_like(codes["u"]), torch.zeros_like(codes["v"])
-    log_w = ((gaussian_log_prob(x_rep, x_mean, x_var) * m).sum(1)
+    log_w = ((gaussian_log_prob(values, x_mean, x_var) * m).sum(1)
              + gaussian_log_prob(codes["u"], zeros_u, zeros_u + 1)
              - gaussian_log_prob(codes["u"], codes["u_mean"], codes["u_var"])
              + ((gaussian_log_prob(codes["v"], zeros_v, zeros_v + 1)

@@ -603,8 +603,8 @@ class GroupModel:
         Rows of a group seen in training: ``log p(x*_ik | training rows of group i)``, the
         variational predictive of :func:`predictive_log_density`. Rows of a new group: the
         group's importance-weighted ``log p(x_i)`` (:func:`cxvae.evaluation.iwae_log_marginal`,
-        ``n_u`` samples) shared equally by its rows (not yet for a model with covariates: a
-        DataError). The change of units from the standardised scale adds ``-sum_j log std_j``
+        ``n_u`` samples) shared equally by its rows; with covariates, ``log p(values_i |
+        covariates_i)``, the covariates conditioned on, not scored. The change of units from the standardised scale adds ``-sum_j log std_j``
         to every row.
         """
         _check_columns(df, self.group, self.values)  # an empty table would give an empty score (NaN NLL)
@@ -620,9 +620,7 @@ class GroupModel:
             log_p = predictive_log_density(self.model, context, query, n_u=n_u, n_v=n_v, seed=seed)
             out[seen] = q_index.per_row(log_p[..., None])[:, 0] - jacobian
         if (~seen).any():
-            if self.covariates:
-                raise DataError("scoring rows of new groups is not available for a model with covariates yet; "
-                                "score rows of the training groups, or use predict() for new groups")
+            _check_covariates(df, self.group, self.values, self.covariates)
             data, index = self.to_groups(df[~seen])
             device = next(self.model.parameters()).device
             with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
