@@ -9,7 +9,9 @@ downloaded) with a group column, one response and at most one covariate. For eac
   condition on the covariate where there is one (MixedLM: random intercept + random slope);
 * ``new``: a fifth of the groups (:func:`cxvae.tabular.split_by_group`), each scored jointly
   per row, ``log p(y_i) / K_i``; here every model uses the response alone (MixedLM: random
-  intercept), because the Group VAE's new-group score does not take covariates yet.
+  intercept), so this split compares the group structure the models learn, nothing else
+  (new groups can be scored given covariates, :meth:`cxvae.tabular.GroupModel.log_density`,
+  but the committed benchmark predates it and keeps its design).
 
 Both splits are the same for every model and seed. :func:`run_benchmark` returns one row per
 (data set, split, model, seed) with the holdout NLL in nats per row (original units) and the

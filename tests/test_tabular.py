@@ -433,5 +433,20 @@ def test_covariate_errors():
         model.translate(0, 99)
     with pytest.raises(DataError, match=r"\['c'\] not in the table"):
         model.predict(df.drop(columns="c"))
-    with pytest.raises(DataError, match="new groups is not available for a model with covariates"):
-        model.log_density(df.assign(g=df.g + 100))
+    with pytest.raises(DataError, match=r"\['c'\] not in the table"):
+        model.log_density(df.assign(g=df.g + 100).drop(columns="c"))
+
+
+def test_new_groups_are_scored_given_their_covariates():
+    """Held-out groups (split by group) of the known-slope table: the score is log p(y_i | c_i),
+    so a model with the covariate scores them far better than the same preset without it, as
+    MixedLM does (measured at 15 epochs: 1.75 against 2.08 nats a row; MixedLM 0.97 against
+    2.08; at 150 epochs 1.18), and moving the rows' covariates away from their values makes it worse."""
+    df = _slope_table(n_groups=300)
+    train, hold = split_by_group(df, "g", holdout=0.2, seed=0)
+    with_c = fit(train, "g", "y", covariates=["c"], preset="cxvae", epochs=15, batch_size=32)
+    without = fit(train, "g", "y", preset="cxvae", epochs=15, batch_size=32)
+    nll = with_c.holdout_nll(hold)
+    assert np.isfinite(nll) and nll < without.holdout_nll(hold) - 0.2
+    assert with_c.holdout_nll(hold.assign(c=hold.c + 10.0)) > nll + 0.5
+    assert with_c.log_density(hold).index.equals(hold.index)
