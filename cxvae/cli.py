@@ -1,5 +1,5 @@
 """The ``cxvae`` command line: ``cxvae train``, ``cxvae evaluate``, ``cxvae sweep``, ``cxvae oracle``,
-``cxvae summary``, ``cxvae gap``, ``cxvae strength``, ``cxvae bench``, ``cxvae merge``,
+``cxvae summary``, ``cxvae gap``, ``cxvae decompose``, ``cxvae strength``, ``cxvae bench``, ``cxvae merge``,
 ``cxvae rescore`` and ``cxvae table-bench``. ``cxvae sweep`` and ``cxvae strength`` train in this
 process or, with ``--engine ray``, on a Ray cluster (:mod:`cxvae.engine`).
 
@@ -125,6 +125,16 @@ def _cmd_rescore(args) -> int:
         scored = runs.v_probe_mse.notna()
         print(f"{out}: v_probe_mse rescored for {int(scored.sum())} of {len(runs)} runs (the others' models "
               f"were not kept: NaN, their trained-probe score stays in v_probe_deepsets_mse); oracle rescored")
+    return 0
+
+
+def _cmd_decompose(args) -> int:
+    from .gap import decompose_study
+    from .runner import parse_seeds
+
+    table = decompose_study(args.study, args.out, preset=args.preset,
+                            seeds=parse_seeds(args.seeds) if args.seeds else None, progress=not args.quiet)
+    print(table.groupby("step", sort=False).median(numeric_only=True).drop(columns="seed").round(4).to_string())
     return 0
 
 
@@ -306,6 +316,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", nargs="+", help="study folders with runs.csv and models/ (e.g. results/paper)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_rescore)
+
+    p = sub.add_parser("decompose", help="the gap of a study's kept models to the oracle, part by part")
+    p.add_argument("study", help="a study folder with models/ (e.g. results/paper)")
+    p.add_argument("--preset", default="cxvae")
+    p.add_argument("--seeds", help="seeds to decompose, e.g. 0-19 (default: every kept model)")
+    p.add_argument("--out", default="results/gap")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_decompose)
 
     p = sub.add_parser("table-bench", help="holdout NLL of MixedLM and presets on public multilevel tables")
     p.add_argument("--tables", default="all", help="comma-separated cxvae.table_bench.DATASETS names (default all)")

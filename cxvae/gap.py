@@ -1,0 +1,235 @@
+"""Where a trained Group VAE's gap to the Bayes optimum comes from (issue 25, chapter 11).
+
+On the exam scores the paper's models decode with the true generative model
+(``decoder='true'``: ``x = 2 mu + (sigma^2 + 1) v`` plus noise of the data's standard deviation,
+no learned parameters). So a model's ``p(x)`` *is* the oracle's, and everything that separates
+its scores from the oracle's lies in inference and in how codes are read out:
+
+* **the group encoder** ``q(u | x)``: its mean, against the exact ``E[(mu, |sigma|) | x]``;
+* **the instance encoder** ``q(v | x, u)``: its mean, against the exact ``E[v_k | x_k, mu, sigma]``
+  at the same ``u`` (a Gaussian given ``(mu, sigma)``: mean ``(a / V)(x_k - 2 mu)``, ``a = c
+  sigma^2 + 1``, ``V = a^2 + s^2``);
+* **the read-out**: a model translates by decoding point codes, ``2 mu_j + a(sigma_j) v_ik``,
+  where the Bayes-optimal prediction averages over the posterior, ``2 E[mu_j] + E[a_j] E[v_ik]``
+  (``a`` is convex in sigma, so ``a(E|sigma|) < E[a]``: plugging in means shrinks the translation);
+* **the likelihood bound**: the holdout NLL is an importance-weighted bound with the model's own
+  ``q``. The exact posterior of sigma is symmetric in its sign (the decoder reads ``sigma^2``),
+  so a Gaussian ``q(u | x)`` covers one of two mirror modes and the bound misses about ``log 2``
+  per group: ``log 2 / E[K]`` nats per observation. :func:`iwae_log_marginal_reflected` gives the
+  model's ``q`` its mirror image as the second mixture component.
+
+:class:`PluginScorer` builds each intermediate model of the decomposition as a scorer that
+:func:`cxvae.metrics.evaluate` scores like any other.
+"""
+from __future__ import annotations
+
+import math
+from typing import Tuple
+
+import torch
+
+from .data import DataError, GroupedData, exam_scores_mean
+from .evaluation import ModelScorer, gaussian_log_prob
+from .model import GroupVAE
+from .oracle import ExamScoresOracle
+
+__all__ = ["PluginScorer", "STEPS", "exact_v_given_u", "iwae_log_marginal_reflected", "reflected_nll"]
+
+# the chain of the decomposition: each step replaces one more part of the model by its exact counterpart
+# (the two orders of replacing the encoders: "exact q(u|x)" first, or "exact q(v|x,u)" first)
+STEPS = {
+    "model": dict(u="model", v="model", readout="point"),
+    "exact q(u|x)": dict(u="exact", v="model", readout="point"),
+    "exact q(v|x,u)": dict(u="model", v="exact", readout="point"),
+    "exact q(u|x) and q(v|x,u)": dict(u="exact", v="exact", readout="point"),
+    "oracle": dict(u="exact", v="exact", readout="bayes"),
+}
+
+
+def exact_v_given_u(x: torch.Tensor, mask: torch.Tensor, u: torch.Tensor, noise_std: float,
+                    group_strength: float = 1.0) -> torch.Tensor:
+    """``E[v_k | x_k, mu, sigma]`` of the exam-scores model, ``(N, K, 1)`` (0 at padding).
+
+    Given ``u = (mu, sigma)`` ``(N, 2)``, ``x_k = b mu + a v_k + e`` with ``b = 2c``, ``a = c
+    sigma^2 + 1``, ``v_k ~ N(0, 1)``, ``e ~ N(0, s^2)``: the posterior mean is ``a (x_k - b mu) /
+    (a^2 + s^2)``, one observation at a time (the v_k are independent given u)."""
+    b = 2.0 * group_strength
+    a = group_strength * u[:, 1:2] ** 2 + 1.0  # (N, 1)
+    mean = a * (x[..., 0] - b * u[:, 0:1]) / (a ** 2 + noise_std ** 2)
+    return (mean * mask.to(mean.dtype))[..., None]
+
+
+class PluginScorer:
+    """A trained model with some of its parts replaced by the exact ones (:data:`STEPS`).
+
+    Args:
+        model: a :class:`~cxvae.model.GroupVAE` with the true decoder (``decoder='true'``).
+        oracle: the exact posterior of the same data (:class:`~cxvae.oracle.ExamScoresOracle`).
+        u: ``'model'`` (q(u|x)'s mean) or ``'exact'`` (``(E[mu|x], E[|sigma| |x])``).
+        v: ``'model'`` (q(v|x,u)'s mean at that u) or ``'exact'`` (:func:`exact_v_given_u` at that u).
+        readout: ``'point'`` (decode the codes, as a model does) or ``'bayes'`` (the oracle's
+            posterior expectations; needs ``u = v = 'exact'``: it is the oracle).
+
+    The scorer interface of :func:`cxvae.metrics.evaluate`: ``codes``, ``reconstruction``,
+    ``translation``, ``nll_per_observation`` (the model's own bound; the oracle's exact NLL
+    with the Bayes read-out, since both parts are then exact).
+    """
+
+    def __init__(self, model: GroupVAE, oracle: ExamScoresOracle, u: str = "model", v: str = "model",
+                 readout: str = "point", n_samples: int = 64, seed: int = 0):
+        if model.cfg.decoder != "true":
+            raise DataError("the decomposition needs a model with the true decoder (decoder='true'): "
+                            f"this one has decoder={model.cfg.decoder!r}")
+        if u not in ("model", "exact") or v not in ("model", "exact") or readout not in ("point", "bayes"):
+            raise ValueError(f"unknown parts: u={u!r}, v={v!r}, readout={readout!r}")
+        if readout == "bayes" and (u, v) != ("exact", "exact"):
+            raise ValueError("the Bayes read-out is the oracle's: it needs u='exact' and v='exact'")
+        self.model, self.oracle, self.u, self.v, self.readout = model.eval(), oracle, u, v, readout
+        self.scorer = ModelScorer(model, n_samples=n_samples, seed=seed)
+        self.device = next(model.parameters(), torch.empty(0)).device
+
+    def codes(self, data: GroupedData) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Group codes ``(N, 2)`` and instance codes ``(N, K_max, 1)`` (float32, CPU)."""
+        if self.readout == "bayes":
+            u, v = self.oracle.codes(data)
+            return u.float(), v.float()
+        u_model, v_model = self.scorer.codes(data)
+        u = u_model if self.u == "model" else self.oracle.codes(data)[0].float()
+        if self.v == "exact":
+            v = exact_v_given_u(data.x.cpu().float(), data.mask.cpu(), u, self.model.cfg.noise_std,
+                                self.model.cfg.group_strength)
+        elif self.u == "model":
+            v = v_model
+        else:
+            # the model's instance encoder learned one sign of sigma per group (the decoder reads
+            # sigma^2): give it the exact |sigma| with the sign its own group code has
+            sign = torch.where(u_model[:, 1:2] < 0, -1.0, 1.0)
+            u_in = torch.cat([u[:, :1], sign * u[:, 1:2]], dim=1)
+            with torch.no_grad():
+                v_mean, _ = self.model.instance_encoder(data.x.to(self.device), u_in.to(self.device))
+            v = (v_mean * data.mask.to(self.device)[..., None]).cpu()
+        return u, v
+
+    def _decode(self, u: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return exam_scores_mean(u[:, None, :], v, self.model.cfg.group_strength) * mask.cpu()[..., None]
+
+    def reconstruction(self, data: GroupedData) -> torch.Tensor:
+        """Decoded codes ``(N, K_max, 1)`` (the oracle's posterior expectation with the Bayes read-out)."""
+        if self.readout == "bayes":
+            return self.oracle.reconstruction(data).float()
+        u, v = self.codes(data)
+        return self._decode(u, v, data.mask)
+
+    def translation(self, data: GroupedData, target: torch.Tensor) -> torch.Tensor:
+        """Group i's instance codes decoded with group ``target[i]``'s group code, ``(N, K_max, 1)``."""
+        if self.readout == "bayes":
+            return self.oracle.translation(data, target).float()
+        u, v = self.codes(data)
+        return self._decode(u[torch.as_tensor(target).long()], v, data.mask)
+
+    def nll_per_observation(self, data: GroupedData) -> float:
+        """The model's own IWAE bound (its inference is unchanged here), or the exact NLL."""
+        if self.readout == "bayes":
+            return self.oracle.nll_per_observation(data)
+        return self.scorer.nll_per_observation(data)
+
+
+def iwae_log_marginal_reflected(model: GroupVAE, x: torch.Tensor, mask: torch.Tensor,
+                                n_samples: int) -> torch.Tensor:
+    """Importance-weighted lower bound on ``log p(x_i)``, ``(B, K, 1) -> (B,)``, with the model's
+    ``q`` and its mirror image in sigma as a two-component mixture proposal.
+
+    The proposal draws ``u0 ~ q(u|x)``, ``v ~ q(v|x,u0)``, then ``u = u0`` or its reflection
+    ``(mu, -sigma)`` with probability 1/2 each; its density is ``q_mix(u, v) = (q(u) q(v|x,u) +
+    q(r u) q(v|x, r u)) / 2``, a valid density whatever the network does with a reflected input.
+    The true decoder and the N(0, I) prior are symmetric in sigma's sign, so ``p(x, u, v) =
+    p(x, r u, v)`` and this bound recovers the mass of the mirror mode that a Gaussian misses."""
+    if model.cfg.decoder != "true":
+        raise DataError("the reflected proposal needs the true decoder, which is symmetric in sigma's sign")
+    batch = x.shape[0]
+    x_rep, m_rep = x.repeat(n_samples, 1, 1), mask.repeat(n_samples, 1)
+    codes = model.encode(x_rep, m_rep, sample=True)
+    flip = torch.tensor([1.0, -1.0], dtype=x.dtype, device=x.device)
+    u0, v = codes["u"], codes["v"]
+    reflect = torch.rand(u0.shape[0], device=x.device) < 0.5
+    u = torch.where(reflect[:, None], u0 * flip, u0)
+    m = m_rep.to(x.dtype)
+    x_mean, x_var = model.decode(u, v)
+    zu, zv = torch.zeros_like(u), torch.zeros_like(v)
+    log_joint = ((gaussian_log_prob(x_rep, x_mean, x_var) * m).sum(1) + gaussian_log_prob(u, zu, zu + 1)
+                 + (gaussian_log_prob(v, zv, zv + 1) * m).sum(1))
+
+    def log_q(u_at: torch.Tensor) -> torch.Tensor:  # q(u_at) q(v | x, u_at)
+        v_mean, v_var = model.instance_encoder(x_rep, u_at)
+        return (gaussian_log_prob(u_at, codes["u_mean"], codes["u_var"])
+                + (gaussian_log_prob(v, v_mean, v_var) * m).sum(1))
+
+    log_q_mix = torch.logaddexp(log_q(u0), log_q(u0 * flip)) - math.log(2.0)
+    log_w = log_joint - log_q_mix
+    return torch.logsumexp(log_w.view(n_samples, batch), dim=0) - math.log(n_samples)
+
+
+@torch.no_grad()
+def reflected_nll(model: GroupVAE, data: GroupedData, n_samples: int = 64, batch_size: int = 128,
+                  seed: int = 0) -> float:
+    """Holdout NLL per observation from :func:`iwae_log_marginal_reflected` (an upper bound on
+    the exact NLL, like :meth:`cxvae.evaluation.ModelScorer.nll_per_observation`)."""
+    device = next(model.parameters(), torch.empty(0)).device
+    total = 0.0
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for start in range(0, data.n_groups, batch_size):
+            b = data.subset(slice(start, min(start + batch_size, data.n_groups))).to(device)
+            total -= float(iwae_log_marginal_reflected(model.eval(), b.x, b.mask, n_samples).sum())
+    return total / data.n_observations
+
+
+def decompose_study(study, out, preset: str = "cxvae", seeds=None, progress: bool = True):
+    """The decomposition of every kept model of ``preset`` in the study folder ``study``.
+
+    For each seed whose model is in ``study/models``: every step of :data:`STEPS` scored with
+    :func:`cxvae.metrics.evaluate_many` on the study's own splits and probes (the ``model`` step
+    reproduces the study's ``runs.csv`` row), plus ``holdout_nll_reflected``, the model's bound
+    with the mirror-image proposal (:func:`reflected_nll`; the same as ``holdout_nll`` for the
+    steps that keep the model's inference, the exact NLL for the oracle). Appends one row per
+    (seed, step) to ``out/decomposition.csv`` as each seed finishes (a rerun skips the seeds
+    there) and writes ``out/config.json`` with the command's settings and provenance.
+    Returns the table.
+    """
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+    from tqdm import tqdm
+
+    from .config import RunConfig
+    from .metrics import evaluate_many
+    from .model import load_model
+    from .runner import append_row, probe_config, provenance
+    from .train import make_splits
+
+    study, out = Path(study), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    kept = sorted(int(p.stem.rsplit("-", 1)[1]) for p in (study / "models").glob(f"{preset}-*.pt")
+                  if p.stem.rsplit("-", 1)[0] == preset)
+    seeds = kept if seeds is None else [s for s in seeds if s in kept]
+    if not seeds:
+        raise DataError(f"no kept {preset} models in {study / 'models'} for the seeds asked")
+    table_path = out / "decomposition.csv"
+    done = set(pd.read_csv(table_path).seed) if table_path.exists() else set()
+    (out / "config.json").write_text(json.dumps(dict(
+        command=f"cxvae decompose {study} --preset {preset} --out {out}", study=str(study), preset=preset,
+        steps=STEPS, provenance=provenance(torch.device("cpu"))), indent=2) + "\n")
+    splits = None
+    for seed in tqdm([s for s in seeds if s not in done], desc=f"decompose {preset}", disable=not progress):
+        model, config = load_model(study / "models" / f"{preset}-{seed}.pt")
+        cfg = RunConfig.from_dict(config)
+        splits = splits or make_splits(cfg.data)
+        oracle = ExamScoresOracle(noise_std=cfg.data.noise_std, group_strength=cfg.data.group_strength)
+        scorers = [PluginScorer(model, oracle, n_samples=cfg.eval.iwae_samples, **kw) for kw in STEPS.values()]
+        scores = evaluate_many(scorers, splits["train"], splits["holdout"], probe=probe_config(cfg))
+        reflected = reflected_nll(model, splits["holdout"], n_samples=cfg.eval.iwae_samples)
+        for step, row in zip(STEPS, scores):
+            nll_r = row["holdout_nll"] if step == "oracle" else reflected
+            append_row(table_path, dict(preset=preset, seed=seed, step=step, **row, holdout_nll_reflected=nll_r))
+    return pd.read_csv(table_path)
