@@ -98,9 +98,10 @@ def _cmd_sweep(args) -> int:
     for p in presets:
         make_run_config(p)  # unknown names fail here, before any training
     command = "cxvae " + " ".join(sys.argv[1:]) if args.command_line is None else args.command_line
+    overrides = None if args.epochs is None else dict(train=dict(epochs=args.epochs))
     sweep(presets, parse_seeds(args.seeds), scale=args.scale, device=args.device, out=args.out,
           progress=not args.quiet, command=command, stack=args.stack, score_together=args.score_together,
-          cuda_graphs=args.cuda_graphs, **_engine_options(args))
+          cuda_graphs=args.cuda_graphs, overrides=overrides, **_engine_options(args))
     if not (Path(args.out) / "oracle.csv").exists():  # the reference row belongs beside every table
         from .runner import run_oracle
 
@@ -257,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", default="smoke", help=f"one of: {', '.join(SCALES)}")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="results/sweep")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="train for this many epochs instead of the scale's (e.g. a budget study)")
     p.add_argument("--stack", type=int, default=1,
                    help="seeds of a preset trained at once, vectorised (default 1; e.g. 10 on a CPU, 100 on a GPU)")
     p.add_argument("--score-together", action="store_true",

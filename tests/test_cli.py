@@ -169,3 +169,19 @@ def test_bugs_are_not_hidden_as_user_errors(monkeypatch):
     monkeypatch.setattr(cxvae.runner, "main_sweep_summary", lambda out: {}["bug"])
     with pytest.raises(KeyError):
         main(["summary", "--out", "anywhere"])
+
+
+def test_sweep_epochs_replaces_the_scales_budget(tmp_path):
+    """`cxvae sweep --epochs N` trains every run for N epochs (a budget study) and records it."""
+    import json
+
+    import pandas as pd
+
+    out = tmp_path / "budget"
+    assert main(["sweep", "--presets", "ml-vae", "--seeds", "0", "--scale", "smoke", "--epochs", "2",
+                 "--out", str(out), "--quiet"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["presets"]["ml-vae"]["train"]["epochs"] == 2
+    assert pd.read_csv(out / "histories" / "ml-vae-0.csv").epoch.max() in (1, 2)
+    assert main(["sweep", "--presets", "ml-vae", "--seeds", "0", "--scale", "smoke", "--epochs", "0",
+                 "--out", str(tmp_path / "none"), "--quiet"]) != 0
