@@ -233,3 +233,110 @@ def decompose_study(study, out, preset: str = "cxvae", seeds=None, progress: boo
             nll_r = row["holdout_nll"] if step == "oracle" else reflected
             append_row(table_path, dict(preset=preset, seed=seed, step=step, **row, holdout_nll_reflected=nll_r))
     return pd.read_csv(table_path)
+
+
+GAP_METRICS = ("translation_mse", "instance_probe_mse", "u_probe_mse", "recon_mse", "holdout_nll")
+
+
+def excess_parts(table, metrics=GAP_METRICS):
+    """How much of the model's excess over the oracle each part explains, per metric.
+
+    ``table``: :func:`decompose_study`'s rows. Per seed, the excess ``model - oracle`` splits
+    into the group encoder's part, the instance encoder's part (each the mean of its effect over
+    the two orders of replacing them, a two-player Shapley value) and the read-out's part
+    (``exact q(u|x) and q(v|x,u)`` to ``oracle``). For ``holdout_nll``, where only the bound's
+    proposal matters (the decoder is exact), the parts are instead the mirror mode (the Gaussian
+    bound minus the mirror-mixture bound) and the rest of the bound's looseness (mirror-mixture
+    bound minus the exact NLL). Returns one row per metric: the medians over seeds of the
+    oracle, the model, the excess and each part, and the number of seeds; parts sum to the
+    excess seed by seed.
+    """
+    import pandas as pd
+
+    rows = []
+    for metric in metrics:
+        wide = table.pivot(index="seed", columns="step", values=metric)
+        excess = wide["model"] - wide["oracle"]
+        if metric == "holdout_nll":
+            reflected = table[table.step == "model"].set_index("seed").holdout_nll_reflected
+            parts = {"mirror mode": wide["model"] - reflected, "rest of the bound": reflected - wide["oracle"]}
+        else:
+            u_first = (wide["model"] - wide["exact q(u|x)"]) + (wide["exact q(v|x,u)"] - wide["exact q(u|x) and q(v|x,u)"])
+            v_first = (wide["model"] - wide["exact q(v|x,u)"]) + (wide["exact q(u|x)"] - wide["exact q(u|x) and q(v|x,u)"])
+            parts = {"group encoder": u_first / 2, "instance encoder": v_first / 2,
+                     "read-out": wide["exact q(u|x) and q(v|x,u)"] - wide["oracle"]}
+        row = dict(metric=metric, n_seeds=len(wide), oracle=wide["oracle"].median(), model=wide["model"].median(),
+                   excess=excess.median())
+        row.update({f"{name}": value.median() for name, value in parts.items()})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("metric")
+
+
+def load_or_decompose(recompute: bool = False, smoke: bool = True, seeds: str = "0-1", device: str = "cpu",
+                      results_root="../results", scratch_root=None) -> dict:
+    """What chapter 11 calls: the committed decomposition (``results_root/gap``) or, with
+    ``recompute``, the same commands rerun (at smoke scale when ``smoke``) into the scratch folder:
+    CxVAE's sweep (:func:`cxvae.runner.load_or_run`) then :func:`decompose_study`. Returns
+    ``table`` (the rows), ``folder`` and ``config``."""
+    import json
+    import os
+    from pathlib import Path
+
+    import pandas as pd
+
+    from .runner import load_or_run
+
+    if recompute:
+        study = load_or_run("paper", ["cxvae"], recompute=True, smoke=smoke, seeds=seeds, device=device,
+                            scratch_root=scratch_root)
+        root = Path(scratch_root or os.environ.get("CXVAE_SCRATCH", "../runs"))
+        folder = root / f"gap-{'smoke' if smoke else 'paper'}"
+        decompose_study(study["folder"], folder, progress=False)
+    else:
+        folder = Path(results_root) / "gap"
+    return dict(table=pd.read_csv(folder / "decomposition.csv"), folder=str(folder),
+                config=json.loads((folder / "config.json").read_text()))
+
+
+def load_or_run_budget(recompute: bool = False, smoke: bool = True, device: str = "cpu",
+                       results_root="../results", scratch_root=None, factors=(2, 4), seeds=(0,)) -> dict:
+    """The optimisation budget's part: CxVAE trained ``factors`` times longer than its scale's
+    epochs. Committed: ``results_root/gap/budget/epochs=N`` (made by ``cxvae sweep --presets cxvae
+    --scale paper --epochs N``) beside the same seeds of ``results_root/paper`` at the paper's
+    budget. With ``recompute``: the same at smoke scale into the scratch folder. Returns ``runs``
+    (the rows of every budget, with ``epochs``) and ``histories`` (``{(epochs, seed): DataFrame}``)."""
+    import os
+    from pathlib import Path
+
+    import pandas as pd
+
+    from .config import make_run_config
+    from .runner import load_or_run, read_study, sweep
+
+    scale = "smoke" if (recompute and smoke) else "paper"
+    base_epochs = make_run_config("cxvae", scale=scale).train.epochs
+    if recompute:
+        root = Path(scratch_root or os.environ.get("CXVAE_SCRATCH", "../runs")) / f"gap-budget-{scale}"
+        base = load_or_run("paper", ["cxvae"], recompute=True, smoke=smoke, seeds=",".join(map(str, seeds)),
+                           device=device, scratch_root=scratch_root)["folder"]
+        folders = {base_epochs: Path(base)}
+        for f in factors:
+            folders[f * base_epochs] = root / f"epochs={f * base_epochs}"
+            sweep(["cxvae"], list(seeds), scale=scale, device=device, out=folders[f * base_epochs], progress=False,
+                  overrides=dict(train=dict(epochs=f * base_epochs)))
+    else:
+        folders = {base_epochs: Path(results_root) / "paper"}
+        for path in sorted((Path(results_root) / "gap" / "budget").glob("epochs=*")):
+            if (path / "runs.csv").exists():  # a budget whose first run is still training has none yet
+                folders[int(path.name.split("=")[1])] = path
+    runs, histories = [], {}
+    for epochs, folder in sorted(folders.items()):
+        table = read_study(folder)["runs"]
+        table = table[(table.preset == "cxvae")]
+        if epochs == base_epochs:  # the paper study has every seed: keep those trained longer too
+            longer = {int(s) for e, f in folders.items() if e != base_epochs for s in read_study(f)["runs"].seed}
+            table = table[table.seed.isin(longer or set(seeds))]
+        runs.append(table.assign(epochs=epochs))
+        for seed in table.seed:
+            histories[(epochs, int(seed))] = pd.read_csv(folder / "histories" / f"cxvae-{int(seed)}.csv")
+    return dict(runs=pd.concat(runs, ignore_index=True), histories=histories)

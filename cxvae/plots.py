@@ -29,7 +29,7 @@ __all__ = [
     "plot_group_mean_codes",
     "plot_product_bias", "plot_exam_scores", "plot_training_curves", "plot_metric_boxes",
     "plot_translation", "plot_strength", "plot_emergent_lines", "plot_holdout_nll", "plot_code_correlations",
-    "plot_adjusted_ranking", "plot_translation_2d", "plot_soybean_codes",
+    "plot_adjusted_ranking", "plot_translation_2d", "plot_soybean_codes", "plot_gap_parts",
 ]
 
 # Okabe & Ito (2008), "Color Universal Design"
@@ -604,4 +604,23 @@ def plot_soybean_codes(group_codes: pd.DataFrame, plots: pd.DataFrame, instance_
         ax_v.set(xlabel="days after planting", ylabel="v")
         ax_v.set_title("instance codes v (one point per observation)", pad=14)
         ax_v.legend(loc="best")
+    return fig
+
+
+def plot_gap_parts(parts: pd.DataFrame, metrics: Sequence[str]) -> Figure:
+    """The model's excess over the oracle and the part each component explains, one panel per
+    metric (:func:`cxvae.gap.excess_parts`: rows are metrics, columns ``excess`` and the parts;
+    a part's NaN, e.g. the encoders' for the holdout NLL, is left out). Bars in the metric's
+    units; the excess is the grey bar, the parts beside it sum to it."""
+    with matplotlib.rc_context(STYLE):
+        fig, axes = _figure(2.6 * len(metrics), 3.2, ncols=len(metrics))
+        for ax, metric in zip(axes[0], metrics):
+            row = parts.loc[metric].drop(["oracle", "model", "n_seeds"]).dropna()
+            names = list(row.index)
+            colours = ["#999999"] + [OKABE_ITO[(i % 7) + 1] for i in range(len(names) - 1)]
+            ax.bar(range(len(names)), row.to_numpy(float), color=colours)
+            ax.axhline(0.0, color="black", linewidth=0.8)
+            ax.set_xticks(range(len(names)), [n.replace(" ", "\n", 1) for n in names], rotation=0, fontsize=7)
+            ax.set_title(METRIC_LABELS.get(metric, metric), fontsize=9)
+        axes[0, 0].set_ylabel("model minus oracle (metric units)")
     return fig

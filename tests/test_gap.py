@@ -90,3 +90,27 @@ def test_the_reflected_bound_recovers_the_mirror_mode():
     per_group = math.log(2) * hold.n_groups / hold.n_observations
     assert exact - 1e-3 < reflected < plain and plain - reflected < per_group + 2e-3
     assert reflected_nll(model, hold, n_samples=64) == reflected  # seeded
+
+
+def test_excess_parts_add_up_and_split_by_the_shapley_rule():
+    """A known table: translation 1.0 (model), 0.7 (exact u), 0.9 (exact v), 0.6 (both), 0.55
+    (oracle): the group encoder's part is ((1.0-0.7) + (0.9-0.6))/2 = 0.3, the instance
+    encoder's ((1.0-0.9) + (0.7-0.6))/2 = 0.1, the read-out's 0.05; they add to the excess 0.45.
+    The NLL splits into the mirror mode and the rest of the bound."""
+    import pandas as pd
+
+    from cxvae.gap import excess_parts
+    from cxvae.plots import plot_gap_parts
+
+    values = dict(zip(STEPS, [1.0, 0.7, 0.9, 0.6, 0.55]))
+    nll = dict(zip(STEPS, [2.10, 2.10, 2.10, 2.10, 2.06]))
+    rows = [dict(seed=s, step=step, translation_mse=values[step] + s, holdout_nll=nll[step],
+                 holdout_nll_reflected=2.07 if step != "oracle" else 2.06) for s in (0, 1) for step in STEPS]
+    parts = excess_parts(pd.DataFrame(rows), metrics=["translation_mse", "holdout_nll"])
+    t = parts.loc["translation_mse"]
+    assert (t["group encoder"], t["instance encoder"], t["read-out"], t["excess"]) == pytest.approx((0.3, 0.1, 0.05, 0.45))
+    n = parts.loc["holdout_nll"]
+    assert (n["mirror mode"], n["rest of the bound"], n["excess"]) == pytest.approx((0.03, 0.01, 0.04))
+    assert t["n_seeds"] == 2 and t["oracle"] == pytest.approx(1.05)
+    fig = plot_gap_parts(parts, ["translation_mse", "holdout_nll"])
+    assert len(fig.axes) == 2 and len(fig.axes[0].patches) == 4 and len(fig.axes[1].patches) == 3
