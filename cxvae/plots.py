@@ -30,6 +30,7 @@ __all__ = [
     "plot_product_bias", "plot_exam_scores", "plot_training_curves", "plot_metric_boxes",
     "plot_translation", "plot_strength", "plot_emergent_lines", "plot_holdout_nll", "plot_code_correlations",
     "plot_adjusted_ranking", "plot_translation_2d", "plot_soybean_codes", "plot_gap_parts",
+    "plot_table_bench",
 ]
 
 # Okabe & Ito (2008), "Color Universal Design"
@@ -623,4 +624,32 @@ def plot_gap_parts(parts: pd.DataFrame, metrics: Sequence[str]) -> Figure:
             ax.set_xticks(range(len(names)), [n.replace(" ", "\n", 1) for n in names], rotation=0, fontsize=7)
             ax.set_title(METRIC_LABELS.get(metric, metric), fontsize=9)
         axes[0, 0].set_ylabel("model minus oracle (metric units)")
+    return fig
+
+
+def plot_table_bench(summary: pd.DataFrame, tolerance: float = 0.005) -> Figure:
+    """Each preset's holdout NLL minus MixedLM's, per table, one panel per split
+    (:func:`cxvae.table_bench.summarise`'s ``<preset> - MixedLM`` columns; negative: the preset
+    is better). A symmetric-log axis, linear within 0.01 nats, so that differences of 0.001 and
+    of 0.9 both show; the grey band is +-``tolerance``."""
+    diffs = [c for c in summary.columns if c.endswith(" - MixedLM")]
+    splits = list(dict.fromkeys(summary.index.get_level_values("split")))
+    with matplotlib.rc_context(STYLE):
+        fig, axes = _figure(4.0 * len(splits), 0.35 * summary.index.get_level_values(0).nunique() + 1.4,
+                            ncols=len(splits), sharey=True)
+        for ax, split in zip(axes[0], splits):
+            tables = list(dict.fromkeys(summary.index.get_level_values(0)))
+            part = summary.xs(split, level="split").reindex(tables)  # a table missing a split: an empty row
+            y = np.arange(len(part))
+            ax.axvspan(-tolerance, tolerance, color="#dddddd", linewidth=0)
+            ax.axvline(0.0, color="black", linewidth=0.8)
+            for i, col in enumerate(diffs):
+                preset = col.removesuffix(" - MixedLM")
+                ax.scatter(part[col], y + (i - len(diffs) / 2) * 0.08, s=14, color=preset_colour(preset, i),
+                           label=preset, zorder=3)
+            ax.set_xscale("symlog", linthresh=0.01)
+            ax.set_yticks(y, list(part.index))
+            ax.invert_yaxis()
+            ax.set(title=f"{split}: preset minus MixedLM", xlabel="holdout NLL difference (nats per row)")
+        axes[0, -1].legend(loc="lower right", fontsize=7)
     return fig

@@ -76,6 +76,9 @@ DATASETS = {
     "blackmore": TableSpec("carData", "Blackmore", "subject", "exercise", "age",
                            note="231 girls, 2-5 ages each; exercise is skewed"),
     "hsb82": TableSpec("mlmRev", "Hsb82", "school", "mAch", "ses", note="160 schools, 7,185 students"),
+    "soybean": TableSpec("nlme", "Soybean", "Plot", "log_weight", "Time",
+                         transform=lambda d: d.assign(log_weight=np.log(d["weight"])),
+                         note="48 plots x 8-10 days; log leaf weight grows along a logistic curve in time"),
     "chem97": TableSpec("mlmRev", "Chem97", "school", "score", "gcsescore", transform=_dequantise("score", 2.0),
                         batch_size=128,
                         note="2,410 schools, 31,022 students, 343 schools of 1-2; the A-level score takes the "
@@ -213,3 +216,40 @@ def write_results(runs: pd.DataFrame, out, config: dict) -> Path:
     (out / "summary.md").write_text(table.round(4).to_markdown() + "\n")
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return out
+
+
+def load_or_run(recompute: bool = False, smoke: bool = True, seeds: Sequence[int] = (0,),
+                results_root="../results", scratch_root=None) -> dict:
+    """What chapter 9 calls: the committed benchmark (``results_root/tabular_benchmark``, made by
+    the ``command`` in its ``config.json``) or, with ``recompute``, a fresh one in the scratch
+    folder (``$CXVAE_SCRATCH`` or ``../runs``): at smoke scale two small tables, two presets and
+    5 epochs; otherwise every table and the default presets at 100 epochs. Returns ``runs``,
+    ``summary`` (:func:`summarise`) and ``config``."""
+    import os
+
+    if recompute:
+        folder = Path(scratch_root or os.environ.get("CXVAE_SCRATCH", "../runs")) / \
+            f"tabular_benchmark-{'smoke' if smoke else 'full'}"
+        tables = ["orthodont", "sleepstudy"] if smoke else list(DATASETS)
+        presets = ["gvae", "cxvae"] if smoke else ["ml-vae", "ml-vae-corrected", "gvae", "gvae-ad", "cxvae"]
+        config = dict(command=f"cxvae.table_bench.run_benchmark({tables}, {presets}, {list(seeds)})", tables=tables,
+                      preset_names=presets, seeds=list(seeds), epochs=5 if smoke else 100, batch_size=16)
+        done, rows_file = resume_rows(folder, config)
+        runs = run_benchmark(tables, presets, list(seeds), epochs=config["epochs"], done=done, log=lambda s: None,
+                             on_row=lambda row: _append(rows_file, row))
+        write_results(runs, folder, config)
+    else:
+        folder = Path(results_root) / "tabular_benchmark"
+    runs = pd.read_csv(folder / "runs.csv")
+    config = json.loads((folder / "config.json").read_text())
+    order = {m: i for i, m in enumerate(["MixedLM", *PRESETS])}  # the presets in the library's order
+    tables = {t: i for i, t in enumerate(config["tables"])}
+    runs = runs.sort_values(["table", "model"], key=lambda c: c.map(tables if c.name == "table" else order),
+                            kind="stable").reset_index(drop=True)
+    return dict(runs=runs, summary=summarise(runs), config=config, folder=str(folder))
+
+
+def _append(path, row: dict) -> None:
+    from .runner import append_row
+
+    append_row(path, row)

@@ -7,7 +7,7 @@ import pytest
 
 from cxvae.cli import main
 from cxvae.config import ConfigError
-from cxvae.table_bench import DATASETS, load_table, run_benchmark
+from cxvae.table_bench import DATASETS, load_table, run_benchmark, summarise
 
 
 def test_tables_load_with_their_columns():
@@ -34,6 +34,9 @@ def test_table_bench_command_writes_its_table(tmp_path):
     assert runs.set_index("split").covariate.to_dict() == {"new": False, "within": True}
     assert "gvae - MixedLM" in (out / "summary.md").read_text()
     assert json.loads((out / "config.json").read_text())["command"].startswith("cxvae table-bench")
+    from cxvae.plots import plot_table_bench
+    fig = plot_table_bench(summarise(runs))
+    assert [ax.get_title() for ax in fig.axes] == ["within: preset minus MixedLM", "new: preset minus MixedLM"]
     with pytest.raises(ConfigError, match="unknown preset"):
         run_benchmark(["orthodont"], ["nope"], [0])
 
@@ -67,3 +70,17 @@ def test_a_grid_valued_response_is_dequantised_once_for_every_model():
     assert set(raw.unique()) <= {0.0, 2.0, 4.0, 6.0, 8.0, 10.0}
     assert (a.score - raw).abs().max() <= 1.0 and a.score.nunique() > 1000
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_the_chapter_reads_the_committed_benchmark_in_the_librarys_order():
+    """load_or_run without recompute: the committed folder, MixedLM first and the presets in
+    cxvae.config.PRESETS order, one summary row per (table, split)."""
+    from pathlib import Path
+
+    from cxvae.config import PRESETS
+    from cxvae.table_bench import load_or_run
+
+    bench = load_or_run(results_root=Path(__file__).resolve().parents[1] / "results")
+    models = list(dict.fromkeys(bench["runs"].model))
+    assert models[0] == "MixedLM" and models[1:] == [p for p in PRESETS if p in models[1:]]
+    assert not bench["summary"].index.duplicated().any()
