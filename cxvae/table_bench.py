@@ -188,7 +188,8 @@ def resume_rows(out, config: dict) -> tuple[Optional[pd.DataFrame], Path]:
 
     A folder whose ``config.json`` has other ``epochs`` or ``batch_size`` is refused: its rows
     were fitted otherwise and would be mixed with the new ones. ``config.json`` is written (or
-    updated to the union of tables, presets and seeds) before anything is fitted."""
+    updated to the union of tables, presets and seeds, with every command that wrote to the folder
+    in ``commands``) before anything is fitted."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows_file, config_file = out / "runs.csv", out / "config.json"
@@ -202,6 +203,8 @@ def resume_rows(out, config: dict) -> tuple[Optional[pd.DataFrame], Path]:
         done = pd.read_csv(rows_file)
         for key in ("tables", "preset_names", "seeds"):
             config[key] = list(dict.fromkeys([*old.get(key, []), *config[key]]))
+        # every command that wrote rows here, in order (``command`` is the latest)
+        config["commands"] = list(dict.fromkeys([*old.get("commands", [old.get("command")]), config["command"]]))
     config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return done, rows_file
 

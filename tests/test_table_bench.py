@@ -58,6 +58,8 @@ def test_an_interrupted_benchmark_resumes_where_it_stopped(tmp_path, monkeypatch
     assert main(args) == 0
     after = pd.read_csv(out / "runs.csv")
     assert len(fitted) == 1 and len(after) == len(before) and not after.duplicated(["split", "model", "seed"]).any()
+    config = json.loads((out / "config.json").read_text())
+    assert config["commands"] == [config["command"]]  # the same command twice is recorded once
     assert main(args[:-3] + ["3", "--out", str(out)]) != 0
     assert "holds a benchmark with epochs=2, not 3" in capsys.readouterr().err
 
