@@ -49,6 +49,7 @@ class TableSpec:
     transform: Optional[Callable[[pd.DataFrame], pd.DataFrame]] = None
     note: str = ""
     batch_size: Optional[int] = None  # groups per batch, where the run's default would take too many steps
+    epochs: Optional[int] = None  # passes over the groups, where the run's default would take too few steps
 
 
 def _dequantise(column: str, width: float, seed: int = 0) -> Callable[[pd.DataFrame], pd.DataFrame]:
@@ -77,8 +78,10 @@ DATASETS = {
                            note="231 girls, 2-5 ages each; exercise is skewed"),
     "hsb82": TableSpec("mlmRev", "Hsb82", "school", "mAch", "ses", note="160 schools, 7,185 students"),
     "soybean": TableSpec("nlme", "Soybean", "Plot", "log_weight", "Time",
-                         transform=lambda d: d.assign(log_weight=np.log(d["weight"])),
-                         note="48 plots x 8-10 days; log leaf weight grows along a logistic curve in time"),
+                         transform=lambda d: d.assign(log_weight=np.log(d["weight"])), epochs=1000,
+                         note="48 plots x 8-10 days; log leaf weight grows along a logistic curve in time; "
+                              "1,000 epochs (3 steps an epoch: at 100, cxvae's within-group NLL was 1.29, "
+                              "at 1,000 -0.14)"),
     "chem97": TableSpec("mlmRev", "Chem97", "school", "score", "gcsescore", transform=_dequantise("score", 2.0),
                         batch_size=128,
                         note="2,410 schools, 31,022 students, 343 schools of 1-2; the A-level score takes the "
@@ -124,7 +127,7 @@ def run_benchmark(tables: Sequence[str], presets: Sequence[str], seeds: Sequence
         tables: names of :data:`DATASETS`; presets: names of :data:`cxvae.config.PRESETS`.
         seeds: model seeds (the splits use ``split_seed``, the same for every model).
         epochs, batch_size: passed to :func:`cxvae.tabular.fit` (a table's own
-            ``TableSpec.batch_size`` replaces ``batch_size``).
+            ``TableSpec.epochs`` and ``TableSpec.batch_size`` replace them).
         done: rows of an earlier, interrupted run with the same settings: those (table, split,
             model, seed) are kept, not fitted again.
         on_row: called with each new row as soon as it is scored (e.g. to append it to a file).
@@ -164,7 +167,8 @@ def run_benchmark(tables: Sequence[str], presets: Sequence[str], seeds: Sequence
                     if (name, split, preset, seed) in finished:
                         continue
                     row = add(dict(base, model=preset, seed=seed, **_score_preset(
-                        train, hold, spec, covariates, preset, seed, epochs, spec.batch_size or batch_size)))
+                        train, hold, spec, covariates, preset, seed, spec.epochs or epochs,
+                        spec.batch_size or batch_size)))
                     log(f"{name} {split} {preset} seed {seed}: nll {row['nll']:.4f} "
                         f"(MixedLM {mixed_nll:.4f}), {row['seconds']:.1f} s")
     return pd.DataFrame(rows)
