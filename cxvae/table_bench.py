@@ -80,8 +80,7 @@ DATASETS = {
     "soybean": TableSpec("nlme", "Soybean", "Plot", "log_weight", "Time",
                          transform=lambda d: d.assign(log_weight=np.log(d["weight"])), epochs=1000,
                          note="48 plots x 8-10 days; log leaf weight grows along a logistic curve in time; "
-                              "1,000 epochs (3 steps an epoch: at 100, cxvae's within-group NLL was 1.29, "
-                              "at 1,000 -0.14)"),
+                              "1,000 epochs (3 steps an epoch)"),
     "chem97": TableSpec("mlmRev", "Chem97", "school", "score", "gcsescore", transform=_dequantise("score", 2.0),
                         batch_size=128,
                         note="2,410 schools, 31,022 students, 343 schools of 1-2; the A-level score takes the "
