@@ -329,14 +329,46 @@ def load_or_run_budget(recompute: bool = False, smoke: bool = True, device: str 
         for path in sorted((Path(results_root) / "gap" / "budget").glob("epochs=*")):
             if (path / "runs.csv").exists():  # a budget whose first run is still training has none yet
                 folders[int(path.name.split("=")[1])] = path
-    runs, histories = [], {}
+    runs, histories, reflected = [], {}, _reflected_table(folders, recompute)
     for epochs, folder in sorted(folders.items()):
         table = read_study(folder)["runs"]
         table = table[(table.preset == "cxvae")]
         if epochs == base_epochs:  # the paper study has every seed: keep those trained longer too
             longer = {int(s) for e, f in folders.items() if e != base_epochs for s in read_study(f)["runs"].seed}
             table = table[table.seed.isin(longer or set(seeds))]
+        table = table.merge(reflected[reflected.epochs == epochs][["seed", "holdout_nll_reflected"]], on="seed",
+                            how="left")
         runs.append(table.assign(epochs=epochs))
         for seed in table.seed:
             histories[(epochs, int(seed))] = pd.read_csv(folder / "histories" / f"cxvae-{int(seed)}.csv")
     return dict(runs=pd.concat(runs, ignore_index=True), histories=histories)
+
+
+def _reflected_table(folders: dict, recompute: bool):
+    """The mirror-mixture NLL (:func:`reflected_nll`) of every kept CxVAE model of the budget
+    folders (``{epochs: folder}``), cached beside the longer budgets in
+    ``<first longer folder>/../reflected_nll.csv`` (recomputed when asked or missing)."""
+    import pandas as pd
+
+    from .config import RunConfig
+    from .model import load_model
+    from .train import make_splits
+
+    longer = [f for e, f in sorted(folders.items())][1:]
+    cache = (longer[0].parent if longer else next(iter(folders.values()))) / "reflected_nll.csv"
+    if cache.exists() and not recompute:
+        return pd.read_csv(cache)
+    rows, splits = [], None
+    for epochs, folder in sorted(folders.items()):
+        for path in sorted((folder / "models").glob("cxvae-*.pt")):
+            seed = int(path.stem.rsplit("-", 1)[1])
+            if epochs == min(folders) and longer and not any((f / "models" / path.name).exists() for f in longer):
+                continue  # the paper study's other seeds: not part of the budget comparison
+            model, config = load_model(path)
+            cfg = RunConfig.from_dict(config)
+            splits = splits or make_splits(cfg.data)
+            rows.append(dict(epochs=epochs, seed=seed, holdout_nll_reflected=reflected_nll(
+                model, splits["holdout"], n_samples=cfg.eval.iwae_samples)))
+    table = pd.DataFrame(rows, columns=["epochs", "seed", "holdout_nll_reflected"])
+    table.to_csv(cache, index=False)
+    return table
