@@ -217,20 +217,13 @@ def _cmd_table_bench(args) -> int:
     import shlex
 
     from .runner import parse_seeds
-    from .runner import append_row
-    from .table_bench import DATASETS, resume_rows, run_benchmark, summarise, write_results
+    from .table_bench import DATASETS, run_into, summarise
 
     tables = list(DATASETS) if args.tables == "all" else [t.strip() for t in args.tables.split(",")]
-    presets = [p.strip() for p in args.presets.split(",")]
-    seeds = parse_seeds(args.seeds)
     command = (f"cxvae table-bench --tables {args.tables} --presets {args.presets} --seeds {args.seeds} "
                f"--epochs {args.epochs} --batch-size {args.batch_size} --out {shlex.quote(str(args.out))}")
-    config = dict(command=command, tables=tables,  # not "presets": a study config.json keeps RunConfigs there
-                  preset_names=presets, seeds=seeds, epochs=args.epochs, batch_size=args.batch_size)
-    done, rows_file = resume_rows(args.out, config)
-    runs = run_benchmark(tables, presets, seeds, epochs=args.epochs, batch_size=args.batch_size, done=done,
-                         on_row=lambda row: append_row(rows_file, row))
-    write_results(runs, args.out, config)
+    runs = run_into(args.out, tables, [p.strip() for p in args.presets.split(",")], parse_seeds(args.seeds),
+                    epochs=args.epochs, batch_size=args.batch_size, command=command)
     print(summarise(runs).round(4).to_string())
     return 0
 

@@ -169,19 +169,11 @@ def iwae_log_marginal_reflected(model: GroupVAE, x: torch.Tensor, mask: torch.Te
     return torch.logsumexp(log_w.view(n_samples, batch), dim=0) - math.log(n_samples)
 
 
-@torch.no_grad()
-def reflected_nll(model: GroupVAE, data: GroupedData, n_samples: int = 64, batch_size: int = 128,
-                  seed: int = 0) -> float:
+def reflected_nll(model: GroupVAE, data: GroupedData, n_samples: int = 64, seed: int = 0) -> float:
     """Holdout NLL per observation from :func:`iwae_log_marginal_reflected` (an upper bound on
-    the exact NLL, like :meth:`cxvae.evaluation.ModelScorer.nll_per_observation`)."""
-    device = next(model.parameters(), torch.empty(0)).device
-    total = 0.0
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        for start in range(0, data.n_groups, batch_size):
-            b = data.subset(slice(start, min(start + batch_size, data.n_groups))).to(device)
-            total -= float(iwae_log_marginal_reflected(model.eval(), b.x, b.mask, n_samples).sum())
-    return total / data.n_observations
+    the exact NLL): :meth:`cxvae.evaluation.ModelScorer.nll_per_observation` with that bound."""
+    scorer = ModelScorer(model, n_samples=n_samples, seed=seed, bound=iwae_log_marginal_reflected)
+    return scorer.nll_per_observation(data)
 
 
 def decompose_study(study, out, preset: str = "cxvae", seeds=None, progress: bool = True):
@@ -329,13 +321,13 @@ def load_or_run_budget(recompute: bool = False, smoke: bool = True, device: str 
         for path in sorted((Path(results_root) / "gap" / "budget").glob("epochs=*")):
             if (path / "runs.csv").exists():  # a budget whose first run is still training has none yet
                 folders[int(path.name.split("=")[1])] = path
-    runs, histories, reflected = [], {}, _reflected_table(folders, recompute)
+    # the paper study has every seed: the comparison keeps those that were trained longer too
+    longer = {int(s) for e, f in folders.items() if e != base_epochs for s in read_study(f)["runs"].seed}
+    budget_seeds = longer or {int(s) for s in seeds}
+    runs, histories, reflected = [], {}, _reflected_table(folders, budget_seeds, recompute)
     for epochs, folder in sorted(folders.items()):
         table = read_study(folder)["runs"]
-        table = table[(table.preset == "cxvae")]
-        if epochs == base_epochs:  # the paper study has every seed: keep those trained longer too
-            longer = {int(s) for e, f in folders.items() if e != base_epochs for s in read_study(f)["runs"].seed}
-            table = table[table.seed.isin(longer or set(seeds))]
+        table = table[(table.preset == "cxvae") & table.seed.isin(budget_seeds)]
         table = table.merge(reflected[reflected.epochs == epochs][["seed", "holdout_nll_reflected"]], on="seed",
                             how="left")
         runs.append(table.assign(epochs=epochs))
@@ -344,9 +336,9 @@ def load_or_run_budget(recompute: bool = False, smoke: bool = True, device: str 
     return dict(runs=pd.concat(runs, ignore_index=True), histories=histories)
 
 
-def _reflected_table(folders: dict, recompute: bool):
-    """The mirror-mixture NLL (:func:`reflected_nll`) of every kept CxVAE model of the budget
-    folders (``{epochs: folder}``), cached beside the longer budgets in
+def _reflected_table(folders: dict, seeds: set, recompute: bool):
+    """The mirror-mixture NLL (:func:`reflected_nll`) of the CxVAE models of ``seeds`` in the
+    budget folders (``{epochs: folder}``), cached beside the longer budgets in
     ``<first longer folder>/../reflected_nll.csv`` (recomputed when asked or missing)."""
     import pandas as pd
 
@@ -354,16 +346,16 @@ def _reflected_table(folders: dict, recompute: bool):
     from .model import load_model
     from .train import make_splits
 
-    longer = [f for e, f in sorted(folders.items())][1:]
-    cache = (longer[0].parent if longer else next(iter(folders.values()))) / "reflected_nll.csv"
+    ordered = [f for _, f in sorted(folders.items())]
+    cache = (ordered[1] if len(ordered) > 1 else ordered[0]).parent / "reflected_nll.csv"
     if cache.exists() and not recompute:
         return pd.read_csv(cache)
     rows, splits = [], None
     for epochs, folder in sorted(folders.items()):
-        for path in sorted((folder / "models").glob("cxvae-*.pt")):
-            seed = int(path.stem.rsplit("-", 1)[1])
-            if epochs == min(folders) and longer and not any((f / "models" / path.name).exists() for f in longer):
-                continue  # the paper study's other seeds: not part of the budget comparison
+        for seed in sorted(seeds):
+            path = folder / "models" / f"cxvae-{seed}.pt"
+            if not path.exists():
+                continue
             model, config = load_model(path)
             cfg = RunConfig.from_dict(config)
             splits = splits or make_splits(cfg.data)

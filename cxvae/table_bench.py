@@ -32,7 +32,8 @@ from .config import ConfigError, PRESETS, require_int
 from .mixed import fit_mixed
 from .tabular import _names, _rdataset, fit, split_by_group, split_within_groups
 
-__all__ = ["TableSpec", "DATASETS", "load_table", "run_benchmark", "resume_rows", "summarise", "write_results"]
+__all__ = ["TableSpec", "DATASETS", "load_table", "run_benchmark", "run_into", "resume_rows", "summarise",
+           "write_results", "load_or_run"]
 
 
 @dataclass(frozen=True)
@@ -212,6 +213,22 @@ def resume_rows(out, config: dict) -> tuple[Optional[pd.DataFrame], Path]:
     return done, rows_file
 
 
+def run_into(out, tables: Sequence[str], presets: Sequence[str], seeds: Sequence[int], epochs: int = 100,
+             batch_size: int = 16, command: str = "", log: Callable[[str], None] = print) -> pd.DataFrame:
+    """:func:`run_benchmark` into the folder ``out``, resumably: the rows it already has are kept
+    (:func:`resume_rows`), each new row is appended to ``out/runs.csv`` as it is scored, and the
+    summary and ``config.json`` (with ``command``) are written at the end. Returns every row."""
+    from .runner import append_row
+
+    config = dict(command=command, tables=list(tables),  # not "presets": a study config.json keeps RunConfigs there
+                  preset_names=list(presets), seeds=list(seeds), epochs=epochs, batch_size=batch_size)
+    done, rows_file = resume_rows(out, config)
+    runs = run_benchmark(tables, presets, seeds, epochs=epochs, batch_size=batch_size, log=log, done=done,
+                         on_row=lambda row: append_row(rows_file, row))
+    write_results(runs, out, config)
+    return runs
+
+
 def write_results(runs: pd.DataFrame, out, config: dict) -> Path:
     """Write ``runs.csv``, ``summary.csv``, ``summary.md`` and ``config.json`` into ``out``."""
     out = Path(out)
@@ -238,12 +255,8 @@ def load_or_run(recompute: bool = False, smoke: bool = True, seeds: Sequence[int
             f"tabular_benchmark-{'smoke' if smoke else 'full'}"
         tables = ["orthodont", "sleepstudy"] if smoke else list(DATASETS)
         presets = ["gvae", "cxvae"] if smoke else ["ml-vae", "ml-vae-corrected", "gvae", "gvae-ad", "cxvae"]
-        config = dict(command=f"cxvae.table_bench.run_benchmark({tables}, {presets}, {list(seeds)})", tables=tables,
-                      preset_names=presets, seeds=list(seeds), epochs=5 if smoke else 100, batch_size=16)
-        done, rows_file = resume_rows(folder, config)
-        runs = run_benchmark(tables, presets, list(seeds), epochs=config["epochs"], done=done, log=lambda s: None,
-                             on_row=lambda row: _append(rows_file, row))
-        write_results(runs, folder, config)
+        run_into(folder, tables, presets, list(seeds), epochs=5 if smoke else 100, log=lambda s: None,
+                 command=f"cxvae.table_bench.run_into({str(folder)!r}, {tables}, {presets}, {list(seeds)})")
     else:
         folder = Path(results_root) / "tabular_benchmark"
     runs = pd.read_csv(folder / "runs.csv")
@@ -254,8 +267,3 @@ def load_or_run(recompute: bool = False, smoke: bool = True, seeds: Sequence[int
                             kind="stable").reset_index(drop=True)
     return dict(runs=runs, summary=summarise(runs), config=config, folder=str(folder))
 
-
-def _append(path, row: dict) -> None:
-    from .runner import append_row
-
-    append_row(path, row)
