@@ -25,8 +25,8 @@ from typing import Any, Dict
 
 __all__ = [
     "ModelConfig", "DataConfig", "TrainConfig", "EvalConfig", "RunConfig",
-    "GROUP_ENCODERS", "INSTANCE_ENCODERS", "REGULARISERS", "DECODERS",
-    "PRESETS", "SCALES", "ConfigError", "model_preset", "scale_preset", "make_run_config", "check_seed",
+    "GROUP_ENCODERS", "INSTANCE_ENCODERS", "REGULARISERS", "DECODERS", "GROUP_POSTERIORS",
+    "PRESETS", "EPOCHS_FACTOR", "SCALES", "ConfigError", "model_preset", "scale_preset", "make_run_config", "check_seed",
     "require_int", "require_real",
 ]
 
@@ -34,6 +34,9 @@ GROUP_ENCODERS = ("average", "product", "product-corrected", "deepsets")
 INSTANCE_ENCODERS = ("unconditional", "conditional")
 REGULARISERS = ("none", "nemeth", "groupwise")
 DECODERS = ("true", "mlp")
+# the family of q(u | x): a Gaussian, or the Gaussian and its mirror image in sigma's sign as an
+# equal mixture (cxvae.evaluation.iwae_log_marginal_reflected)
+GROUP_POSTERIORS = ("gaussian", "mirror")
 
 
 class ConfigError(ValueError):
@@ -99,6 +102,9 @@ class ModelConfig:
     ``mlp`` decoder learns its own. ``c_dim`` counts observed covariates (fixed effects): the
     last ``c_dim`` columns of every observation, read by the encoders, the critic and the
     ``mlp`` decoder but not modelled (``x_dim`` counts the modelled columns before them).
+    ``group_posterior`` in :data:`GROUP_POSTERIORS`: ``'mirror'`` scores with ``q(u | x)`` and its
+    reflection ``(mu, -sigma)`` as an equal mixture (the true decoder reads ``sigma^2``, so the
+    exact posterior has both modes); it needs ``decoder='true'``.
     """
 
     group_encoder: str = "deepsets"
@@ -113,9 +119,11 @@ class ModelConfig:
     noise_std: float = 0.1
     group_strength: float = 1.0
     c_dim: int = 0
+    group_posterior: str = "gaussian"
 
     def __post_init__(self) -> None:
         _choose("group encoder", self.group_encoder, GROUP_ENCODERS)
+        _choose("group posterior", self.group_posterior, GROUP_POSTERIORS)
         _choose("instance encoder", self.instance_encoder, INSTANCE_ENCODERS)
         _choose("regulariser", self.regulariser, REGULARISERS)
         _choose("decoder", self.decoder, DECODERS)
@@ -128,6 +136,9 @@ class ModelConfig:
                               "(use decoder='mlp')")
         if not self.noise_std > 0:
             raise ConfigError(f"noise_std must be positive; got {self.noise_std}")
+        if self.group_posterior == "mirror" and self.decoder != "true":
+            raise ConfigError("group_posterior='mirror' needs decoder='true', the decoder known to be symmetric in "
+                              f"sigma's sign; got decoder={self.decoder!r} (use group_posterior='gaussian')")
 
     @property
     def min_batch_groups(self) -> int:
@@ -232,11 +243,13 @@ class RunConfig:
 
     def to_dict(self) -> Dict[str, Any]:
         """The run as nested plain dicts (``model``, ``data``, ``train``, ``eval`` and the top-level fields).
-        ``model.c_dim`` is left out when 0, so a run without covariates reads as before it existed
-        (studies compare their ``config.json`` key by key)."""
+        ``model.c_dim`` is left out when 0 and ``model.group_posterior`` when ``'gaussian'``, so a
+        run without them reads as before they existed (studies compare their ``config.json`` key by key)."""
         d = dataclasses.asdict(self)
         if d["model"]["c_dim"] == 0:
             del d["model"]["c_dim"]
+        if d["model"]["group_posterior"] == "gaussian":
+            del d["model"]["group_posterior"]
         return d
 
     def to_json(self) -> str:
@@ -274,7 +287,13 @@ PRESETS: Dict[str, Dict[str, str]] = {
                                 regulariser="groupwise"),
     "cxvae-nemeth": dict(group_encoder="deepsets", instance_encoder="conditional", regulariser="nemeth"),
     "cxvae-none": dict(group_encoder="deepsets", instance_encoder="conditional", regulariser="none"),
+    # beyond the paper (issue 25, chapter 11): CxVAE scored with the mirror-mixture q(u|x), trained 4x longer
+    "cxvae-mirror-long": dict(group_encoder="deepsets", instance_encoder="conditional", regulariser="groupwise",
+                              group_posterior="mirror"),
 }
+
+# presets that train for a multiple of their scale's epochs (an explicit train=dict(epochs=...) wins)
+EPOCHS_FACTOR: Dict[str, int] = {"cxvae-mirror-long": 4}
 
 SCALES: Dict[str, Dict[str, Dict[str, Any]]] = {
     # a couple of seconds on a 2-core CPU: for tests, CI and smoke runs of the book
@@ -307,8 +326,14 @@ def scale_preset(name: str) -> Dict[str, Dict[str, Any]]:
 def make_run_config(preset: str = "cxvae", seed: int = 0, scale: str = "smoke", device: str = "auto",
                     model: Dict[str, Any] | None = None, data: Dict[str, Any] | None = None,
                     train: Dict[str, Any] | None = None, eval: Dict[str, Any] | None = None) -> RunConfig:
-    """Resolve a preset and a scale (plus optional per-section overrides) into a RunConfig."""
+    """Resolve a preset and a scale (plus optional per-section overrides) into a RunConfig.
+    A preset of :data:`EPOCHS_FACTOR` trains that multiple of the scale's epochs unless ``train``
+    gives ``epochs``."""
     sc = scale_preset(scale)
+    _choose("preset", preset, tuple(PRESETS))
+    train = dict(train or {})
+    if preset in EPOCHS_FACTOR and "epochs" not in train:
+        train["epochs"] = EPOCHS_FACTOR[preset] * sc["train"]["epochs"]
     model = dict(model or {})
     if data and "group_strength" in data:  # the true decoder follows the data unless told otherwise
         model.setdefault("group_strength", data["group_strength"])

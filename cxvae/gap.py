@@ -23,13 +23,12 @@ its scores from the oracle's lies in inference and in how codes are read out:
 """
 from __future__ import annotations
 
-import math
 from typing import Tuple
 
 import torch
 
 from .data import DataError, GroupedData, exam_scores_mean
-from .evaluation import ModelScorer, gaussian_log_prob
+from .evaluation import ModelScorer, iwae_log_marginal_reflected  # noqa: F401 (chapter 11 reads it here)
 from .model import GroupVAE
 from .oracle import ExamScoresOracle
 
@@ -132,41 +131,6 @@ class PluginScorer:
         if self.readout == "bayes":
             return self.oracle.nll_per_observation(data)
         return self.scorer.nll_per_observation(data)
-
-
-def iwae_log_marginal_reflected(model: GroupVAE, x: torch.Tensor, mask: torch.Tensor,
-                                n_samples: int) -> torch.Tensor:
-    """Importance-weighted lower bound on ``log p(x_i)``, ``(B, K, 1) -> (B,)``, with the model's
-    ``q`` and its mirror image in sigma as a two-component mixture proposal.
-
-    The proposal draws ``u0 ~ q(u|x)``, ``v ~ q(v|x,u0)``, then ``u = u0`` or its reflection
-    ``(mu, -sigma)`` with probability 1/2 each; its density is ``q_mix(u, v) = (q(u) q(v|x,u) +
-    q(r u) q(v|x, r u)) / 2``, a valid density whatever the network does with a reflected input.
-    The true decoder and the N(0, I) prior are symmetric in sigma's sign, so ``p(x, u, v) =
-    p(x, r u, v)`` and this bound recovers the mass of the mirror mode that a Gaussian misses."""
-    if model.cfg.decoder != "true":
-        raise DataError("the reflected proposal needs the true decoder, which is symmetric in sigma's sign")
-    batch = x.shape[0]
-    x_rep, m_rep = x.repeat(n_samples, 1, 1), mask.repeat(n_samples, 1)
-    codes = model.encode(x_rep, m_rep, sample=True)
-    flip = torch.tensor([1.0, -1.0], dtype=x.dtype, device=x.device)
-    u0, v = codes["u"], codes["v"]
-    reflect = torch.rand(u0.shape[0], device=x.device) < 0.5
-    u = torch.where(reflect[:, None], u0 * flip, u0)
-    m = m_rep.to(x.dtype)
-    x_mean, x_var = model.decode(u, v)
-    zu, zv = torch.zeros_like(u), torch.zeros_like(v)
-    log_joint = ((gaussian_log_prob(x_rep, x_mean, x_var) * m).sum(1) + gaussian_log_prob(u, zu, zu + 1)
-                 + (gaussian_log_prob(v, zv, zv + 1) * m).sum(1))
-
-    def log_q(u_at: torch.Tensor) -> torch.Tensor:  # q(u_at) q(v | x, u_at)
-        v_mean, v_var = model.instance_encoder(x_rep, u_at)
-        return (gaussian_log_prob(u_at, codes["u_mean"], codes["u_var"])
-                + (gaussian_log_prob(v, v_mean, v_var) * m).sum(1))
-
-    log_q_mix = torch.logaddexp(log_q(u0), log_q(u0 * flip)) - math.log(2.0)
-    log_w = log_joint - log_q_mix
-    return torch.logsumexp(log_w.view(n_samples, batch), dim=0) - math.log(n_samples)
 
 
 def reflected_nll(model: GroupVAE, data: GroupedData, n_samples: int = 64, seed: int = 0) -> float:
