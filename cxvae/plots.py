@@ -51,9 +51,11 @@ PRESET_COLOURS: Dict[str, str] = {
     "cxvae-unconditional": "#AA4499",      # purple
     "cxvae-nemeth": "#999933",             # olive
     "cxvae-none": "#882255",               # wine
+    # beyond the paper (chapter 11)
+    "cxvae-mirror-long": "#44AA99",        # teal (Tol's muted)
 }
 
-_FALLBACK_COLOURS = ["#7F7F7F", "#8C564B", "#17BECF", "#BCBD22", "#44AA99", "#88CCEE"]
+_FALLBACK_COLOURS = ["#7F7F7F", "#8C564B", "#17BECF", "#BCBD22", "#88CCEE", "#117733"]
 
 METRIC_LABELS: Dict[str, str] = {
     "recon_mse": "holdout reconstruction MSE",

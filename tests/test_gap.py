@@ -114,3 +114,72 @@ def test_excess_parts_add_up_and_split_by_the_shapley_rule():
     assert t["n_seeds"] == 2 and t["oracle"] == pytest.approx(1.05)
     fig = plot_gap_parts(parts, ["translation_mse", "holdout_nll"])
     assert len(fig.axes) == 2 and len(fig.axes[0].patches) == 4 and len(fig.axes[1].patches) == 3
+
+
+def test_the_mirror_long_preset_is_cxvae_scored_with_the_mirror_mixture_and_trained_4x():
+    """cxvae-mirror-long: CxVAE's parts with group_posterior='mirror', 4x the scale's epochs
+    unless epochs are given; config.json omits a Gaussian group posterior (older studies still
+    compare equal) and keeps the mirror one; the mirror mixture needs the true decoder."""
+    from cxvae.config import ConfigError, RunConfig, model_preset
+
+    long, plain = make_run_config("cxvae-mirror-long", scale="paper"), make_run_config("cxvae", scale="paper")
+    assert (long.train.epochs, plain.train.epochs) == (160, 40)
+    assert make_run_config("cxvae-mirror-long", scale="smoke").train.epochs == 16
+    assert make_run_config("cxvae-mirror-long", scale="paper", train=dict(epochs=80)).train.epochs == 80
+    assert long.model.group_posterior == "mirror" and plain.model.group_posterior == "gaussian"
+    assert [getattr(long.model, k) for k in ("group_encoder", "instance_encoder", "regulariser", "decoder")] == \
+        [getattr(plain.model, k) for k in ("group_encoder", "instance_encoder", "regulariser", "decoder")]
+    assert "group_posterior" not in plain.to_dict()["model"]
+    assert RunConfig.from_dict(long.to_dict()) == long and RunConfig.from_dict(plain.to_dict()) == plain
+    with pytest.raises(ConfigError, match="decoder='true'"):
+        model_preset("cxvae-mirror-long", decoder="mlp")
+    with pytest.raises(ConfigError, match="group posterior"):
+        model_preset("cxvae", group_posterior="flow")
+
+
+def test_a_mirror_model_is_scored_with_the_reflected_bound(tiny_model):
+    """ModelScorer's default bound follows the model's family: the same weights give the
+    reflected bound (reflected_nll) under group_posterior='mirror' and the Gaussian one
+    otherwise, draw for draw (the same seed)."""
+    import dataclasses
+
+    hold = _data(96, 1)
+    mirror = GroupVAE(dataclasses.replace(tiny_model.cfg, group_posterior="mirror"))
+    mirror.load_state_dict(tiny_model.state_dict())
+    gaussian_nll = ModelScorer(tiny_model, n_samples=8).nll_per_observation(hold)
+    mirror_nll = ModelScorer(mirror, n_samples=8).nll_per_observation(hold)
+    assert mirror_nll == reflected_nll(tiny_model, hold, n_samples=8)
+    assert gaussian_nll == ModelScorer(mirror, n_samples=8, bound=iwae_log_marginal).nll_per_observation(hold)
+    assert mirror_nll != gaussian_nll
+
+
+def test_against_goal_reads_ratios_and_nats_from_a_known_summary():
+    """A constructed summary: translation 1.05x the oracle (interval 1.00-1.20x), instance probe
+    1.5x, NLL 0.005 nats above (interval 0.002-0.012): met, not met, met; only translation's and
+    the NLL's intervals reach past the goal."""
+    import pandas as pd
+
+    from cxvae.gap import against_goal
+
+    rows = [("m", "translation_mse", 1.05, 1.0, 1.2), ("oracle", "translation_mse", 1.0, 1.0, 1.0),
+            ("m", "instance_probe_mse", 0.15, 0.14, 0.16), ("oracle", "instance_probe_mse", 0.1, 0.1, 0.1),
+            ("m", "holdout_nll", 2.005, 2.002, 2.012), ("oracle", "holdout_nll", 2.0, 2.0, 2.0)]
+    summary = pd.DataFrame(rows, columns=["preset", "metric", "median", "lo", "hi"]).assign(n_seeds=20)
+    got = against_goal(summary, "m")
+    assert list(got.index) == ["translation_mse", "instance_probe_mse", "holdout_nll"]
+    np.testing.assert_allclose(got["median"], [1.05, 1.5, 0.005], rtol=1e-9)
+    np.testing.assert_allclose(got["hi"], [1.2, 1.6, 0.012], rtol=1e-9)
+    assert list(got.met) == [True, False, True] and list(got.interval_met) == [False, False, False]
+    assert list(got.goal) == [1.10, 1.10, 0.01]
+
+
+def test_the_preset_study_recomputes_at_smoke_scale(tmp_path):
+    """load_or_run_preset(recompute=True) sweeps the new preset and CxVAE on the same seeds and
+    data, with the oracle row; the new preset's holdout NLL is its mirror-mixture bound."""
+    from cxvae import gap
+    from cxvae.runner import summarise
+
+    got = gap.load_or_run_preset(recompute=True, smoke=True, seeds="0", scratch_root=str(tmp_path))
+    assert set(got["runs"].preset) == {gap.PRESET, "cxvae"} and len(got["oracle"]) == 1
+    table = gap.against_goal(summarise(got["runs"], got["oracle"]))
+    assert len(table) == 3 and table["n_seeds"].eq(1).all()
