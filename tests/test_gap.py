@@ -183,3 +183,15 @@ def test_the_preset_study_recomputes_at_smoke_scale(tmp_path):
     assert set(got["runs"].preset) == {gap.PRESET, "cxvae"} and len(got["oracle"]) == 1
     table = gap.against_goal(summarise(got["runs"], got["oracle"]))
     assert len(table) == 3 and table["n_seeds"].eq(1).all()
+
+
+def test_the_real_table_budget_recomputes_at_smoke_scale(tmp_path):
+    """load_or_run_table_long(recompute=True): Orthodont, CxVAE seed 0, at 5 and 20 epochs, each
+    row's difference CxVAE minus MixedLM (the same MixedLM fit for both budgets)."""
+    from cxvae import gap
+
+    table = gap.load_or_run_table_long(recompute=True, smoke=True, scratch_root=str(tmp_path))["table"]
+    assert list(table.index.get_level_values("epochs").unique()) == [5, 20]
+    assert set(table.index.get_level_values("split")) == {"within", "new"}
+    np.testing.assert_allclose(table["difference"], table["cxvae"] - table["MixedLM"])
+    assert table.groupby(level="split").MixedLM.nunique().eq(1).all()
