@@ -27,12 +27,13 @@ from typing import Tuple
 
 import torch
 
-from .data import DataError, GroupedData, exam_scores_mean
+from .data import DataError, GroupBatchLoader, GroupedData, exam_scores_mean
 from .evaluation import ModelScorer, iwae_log_marginal_reflected  # noqa: F401 (chapter 11 reads it here)
-from .model import GroupVAE
+from .model import GroupVAE, gaussian_log_prob
 from .oracle import ExamScoresOracle
 
 __all__ = ["PluginScorer", "STEPS", "exact_v_given_u", "iwae_log_marginal_reflected", "reflected_nll",
+           "refine_group_posterior", "amortisation_study", "load_or_amortise", "AMORTISATION_STEPS", "REFINE",
            "PRESET", "GOAL_RATIO", "GOAL_NLL", "load_or_run_preset", "against_goal", "load_or_run_table_long"]
 
 # the chain of the decomposition: each step replaces one more part of the model by its exact counterpart
@@ -65,7 +66,9 @@ class PluginScorer:
     Args:
         model: a :class:`~cxvae.model.GroupVAE` with the true decoder (``decoder='true'``).
         oracle: the exact posterior of the same data (:class:`~cxvae.oracle.ExamScoresOracle`).
-        u: ``'model'`` (q(u|x)'s mean) or ``'exact'`` (``(E[mu|x], E[|sigma| |x])``).
+        u: ``'model'`` (q(u|x)'s mean), ``'refined'`` (the mean of each group's q(u|x) optimised on
+            its own ELBO, :func:`refine_group_posterior`: the amortisation gap) or ``'exact'``
+            (``(E[mu|x], E[|sigma| |x])``).
         v: ``'model'`` (q(v|x,u)'s mean at that u) or ``'exact'`` (:func:`exact_v_given_u` at that u).
         readout: ``'point'`` (decode the codes, as a model does) or ``'bayes'`` (the oracle's
             posterior expectations; needs ``u = v = 'exact'``: it is the oracle).
@@ -76,17 +79,26 @@ class PluginScorer:
     """
 
     def __init__(self, model: GroupVAE, oracle: ExamScoresOracle, u: str = "model", v: str = "model",
-                 readout: str = "point", n_samples: int = 64, seed: int = 0):
+                 readout: str = "point", n_samples: int = 64, seed: int = 0, refine: dict | None = None):
         if model.cfg.decoder != "true":
             raise DataError("the decomposition needs a model with the true decoder (decoder='true'): "
                             f"this one has decoder={model.cfg.decoder!r}")
-        if u not in ("model", "exact") or v not in ("model", "exact") or readout not in ("point", "bayes"):
+        if u not in ("model", "refined", "exact") or v not in ("model", "exact") or readout not in ("point", "bayes"):
             raise ValueError(f"unknown parts: u={u!r}, v={v!r}, readout={readout!r}")
         if readout == "bayes" and (u, v) != ("exact", "exact"):
             raise ValueError("the Bayes read-out is the oracle's: it needs u='exact' and v='exact'")
         self.model, self.oracle, self.u, self.v, self.readout = model.eval(), oracle, u, v, readout
         self.scorer = ModelScorer(model, n_samples=n_samples, seed=seed)
         self.device = next(model.parameters(), torch.empty(0)).device
+        self.refine, self._refined = dict(refine or {}), []  # [(data, refined means)]: one refinement per data set
+
+    def _refined_u(self, data: GroupedData) -> torch.Tensor:
+        for seen, u in self._refined:
+            if seen is data:
+                return u
+        u = refine_group_posterior(self.model, data, **self.refine)[0]
+        self._refined.append((data, u))
+        return u
 
     def codes(self, data: GroupedData) -> Tuple[torch.Tensor, torch.Tensor]:
         """Group codes ``(N, 2)`` and instance codes ``(N, K_max, 1)`` (float32, CPU)."""
@@ -94,12 +106,17 @@ class PluginScorer:
             u, v = self.oracle.codes(data)
             return u.float(), v.float()
         u_model, v_model = self.scorer.codes(data)
-        u = u_model if self.u == "model" else self.oracle.codes(data)[0].float()
+        u = dict(model=lambda: u_model, refined=lambda: self._refined_u(data),
+                 exact=lambda: self.oracle.codes(data)[0].float())[self.u]()
         if self.v == "exact":
             v = exact_v_given_u(data.x.cpu().float(), data.mask.cpu(), u, self.model.cfg.noise_std,
                                 self.model.cfg.group_strength)
         elif self.u == "model":
             v = v_model
+        elif self.u == "refined":  # the model's instance encoder at the refined group code
+            with torch.no_grad():
+                v_mean, _ = self.model.instance_encoder(data.x.to(self.device), u.to(self.device))
+            v = (v_mean * data.mask.to(self.device)[..., None]).cpu()
         else:
             # the model's instance encoder learned one sign of sigma per group (the decoder reads
             # sigma^2): give it the exact |sigma| with the sign its own group code has
@@ -132,6 +149,55 @@ class PluginScorer:
         if self.readout == "bayes":
             return self.oracle.nll_per_observation(data)
         return self.scorer.nll_per_observation(data)
+
+
+def refine_group_posterior(model: GroupVAE, data: GroupedData, steps: int = 300, lr: float = 0.01,
+                           n_samples: int = 8, seed: int = 0, batch_size: int = 2048) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Each group's own ``q(u | x_i) = N(m_i, diag s_i^2)``, optimised on its ELBO (the amortisation gap).
+
+    Starts from the encoder's ``(m_i, s_i^2)`` and takes ``steps`` Adam steps on the group's ELBO
+    with ``n_samples`` reparameterised samples of ``u`` and ``v``, the instance encoder
+    ``q(v | x, u)`` and the decoder kept as trained (their parameters get no update). The groups
+    are summed, and Adam is elementwise, so each group's parameters follow their own ELBO.
+    Returns the refined means and variances ``(N, u_dim)`` (float32, CPU); seeded by ``seed``."""
+    model = model.eval()
+    device = next(model.parameters()).device
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for p in trainable:  # the network stays as trained: no gradients into it
+        p.requires_grad_(False)
+    try:
+        return _refine(model, data, steps, lr, n_samples, gen, batch_size, device)
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
+
+
+def _refine(model, data, steps, lr, n_samples, gen, batch_size, device):
+    means, variances = [], []
+    for batch in GroupBatchLoader(data, batch_size, shuffle=False, bucket=False):
+        x, mask = batch.x.to(device), batch.mask.to(device)
+        with torch.no_grad():
+            u_mean, u_var = model.group_encoder(x, mask)
+        m, log_var = u_mean.clone().requires_grad_(True), u_var.log().clone().requires_grad_(True)
+        opt = torch.optim.Adam([m, log_var], lr=lr)
+        x_rep, mask_rep = x.repeat(n_samples, 1, 1), mask.repeat(n_samples, 1).to(x.dtype)
+        for _ in range(steps):
+            mean, var = m.repeat(n_samples, 1), log_var.exp().repeat(n_samples, 1)
+            u = mean + var.sqrt() * torch.randn(mean.shape, generator=gen).to(device)
+            v_mean, v_var = model.instance_encoder(x_rep, u)
+            v = v_mean + v_var.sqrt() * torch.randn(v_mean.shape, generator=gen).to(device)
+            x_mean, x_var = model.decode(u, v)
+            zu, zv = torch.zeros_like(u), torch.zeros_like(v)
+            elbo = ((gaussian_log_prob(x_rep, x_mean, x_var) * mask_rep).sum(1) + gaussian_log_prob(u, zu, zu + 1)
+                    - gaussian_log_prob(u, mean, var)
+                    + ((gaussian_log_prob(v, zv, zv + 1) - gaussian_log_prob(v, v_mean, v_var)) * mask_rep).sum(1))
+            opt.zero_grad()
+            (-elbo.sum() / n_samples).backward()
+            opt.step()
+        means.append(m.detach().cpu())
+        variances.append(log_var.detach().exp().cpu())
+    return torch.cat(means).float(), torch.cat(variances).float()
 
 
 def reflected_nll(model: GroupVAE, data: GroupedData, n_samples: int = 64, seed: int = 0) -> float:
@@ -190,6 +256,46 @@ def decompose_study(study, out, preset: str = "cxvae", seeds=None, progress: boo
             nll_r = row["holdout_nll"] if step == "oracle" else reflected
             append_row(table_path, dict(preset=preset, seed=seed, step=step, **row, holdout_nll_reflected=nll_r))
     return pd.read_csv(table_path)
+
+
+AMORTISATION_STEPS = {"model": dict(u="model"), "refined q(u|x)": dict(u="refined")}
+REFINE = dict(steps=300, lr=0.01, n_samples=8)  # what results/gap/amortisation.csv was made with
+
+
+def amortisation_study(study, out, preset: str = "cxvae", seeds=(0,), refine=None, progress: bool = True):
+    """The amortisation gap of kept ``preset`` models in the study folder ``study``: each seed's
+    model scored as it is and with every group's ``q(u | x)`` refined on its own ELBO
+    (:func:`refine_group_posterior` with ``refine``, default :data:`REFINE`; the probes' training
+    groups are refined too), on the study's splits and probes. Appends one row per (seed, step of
+    :data:`AMORTISATION_STEPS`) to ``out/amortisation.csv`` (a rerun skips the seeds there).
+    Returns the table."""
+    from pathlib import Path
+
+    import pandas as pd
+    from tqdm import tqdm
+
+    from .config import RunConfig
+    from .metrics import evaluate_many
+    from .model import load_model
+    from .runner import append_row, probe_config
+    from .train import make_splits
+
+    study, out, refine = Path(study), Path(out), dict(REFINE if refine is None else refine)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "amortisation.csv"
+    done = set(pd.read_csv(path).seed) if path.exists() else set()
+    splits = None
+    for seed in tqdm([s for s in seeds if s not in done], desc=f"amortisation {preset}", disable=not progress):
+        model, config = load_model(study / "models" / f"{preset}-{seed}.pt")
+        cfg = RunConfig.from_dict(config)
+        splits = splits or make_splits(cfg.data)
+        oracle = ExamScoresOracle(noise_std=cfg.data.noise_std, group_strength=cfg.data.group_strength)
+        scorers = [PluginScorer(model, oracle, n_samples=cfg.eval.iwae_samples, refine=dict(refine, seed=seed), **kw)
+                   for kw in AMORTISATION_STEPS.values()]
+        for step, row in zip(AMORTISATION_STEPS, evaluate_many(scorers, splits["train"], splits["holdout"],
+                                                               probe=probe_config(cfg))):
+            append_row(path, dict(preset=preset, seed=seed, step=step, **row, **refine))
+    return pd.read_csv(path)
 
 
 GAP_METRICS = ("translation_mse", "instance_probe_mse", "u_probe_mse", "recon_mse", "holdout_nll")
@@ -436,3 +542,30 @@ def load_or_run_table_long(recompute: bool = False, smoke: bool = True, results_
                              difference=group.nll.median() - float(mixed[(table, split)])))
     return dict(table=pd.DataFrame(rows).set_index(["table", "split", "epochs"]).sort_index(),
                 folders={e: str(f) for e, f in folders.items()})
+
+
+def load_or_amortise(recompute: bool = False, smoke: bool = True, seeds: str = "0-1", device: str = "cpu",
+                     results_root="../results", scratch_root=None) -> dict:
+    """The amortisation gap's table: committed ``results_root/gap/amortisation.csv``
+    (:func:`amortisation_study` of ``results/paper``'s CxVAE models with :data:`REFINE`) or, with
+    ``recompute``, the same on the scratch study of :func:`load_or_decompose` (50 refinement
+    steps at smoke scale). Returns ``table`` and ``change`` (per seed: the refined step's score
+    minus the model's, for the metrics of :data:`GAP_METRICS`)."""
+    import os
+    from pathlib import Path
+
+    import pandas as pd
+
+    from .runner import load_or_run, parse_seeds
+
+    if recompute:
+        study = load_or_run("paper", ["cxvae"], recompute=True, smoke=smoke, seeds=seeds, device=device,
+                            scratch_root=scratch_root)
+        root = Path(scratch_root or os.environ.get("CXVAE_SCRATCH", "../runs")) / f"gap-{'smoke' if smoke else 'paper'}"
+        table = amortisation_study(study["folder"], root, seeds=parse_seeds(seeds), progress=False,
+                                   refine=dict(REFINE, steps=50) if smoke else None)
+    else:
+        table = pd.read_csv(Path(results_root) / "gap" / "amortisation.csv")
+    wide = table.set_index(["seed", "step"])[list(GAP_METRICS)]
+    change = wide.xs("refined q(u|x)", level="step") - wide.xs("model", level="step")
+    return dict(table=table, change=change)
