@@ -207,6 +207,24 @@ def reflected_nll(model: GroupVAE, data: GroupedData, n_samples: int = 64, seed:
     return scorer.nll_per_observation(data)
 
 
+def _kept_models(study, preset: str, seeds, desc: str, progress: bool):
+    """``(seed, model, cfg, splits, oracle)`` for each kept ``preset`` model of ``seeds`` in the
+    study folder ``study`` (``study/models``), the study's splits made once."""
+    from tqdm import tqdm
+
+    from .config import RunConfig
+    from .model import load_model
+    from .train import make_splits
+
+    splits = None
+    for seed in tqdm(list(seeds), desc=desc, disable=not progress):
+        model, config = load_model(study / "models" / f"{preset}-{seed}.pt")
+        cfg = RunConfig.from_dict(config)
+        splits = splits or make_splits(cfg.data)
+        yield seed, model, cfg, splits, ExamScoresOracle(noise_std=cfg.data.noise_std,
+                                                         group_strength=cfg.data.group_strength)
+
+
 def decompose_study(study, out, preset: str = "cxvae", seeds=None, progress: bool = True):
     """The decomposition of every kept model of ``preset`` in the study folder ``study``.
 
@@ -223,13 +241,9 @@ def decompose_study(study, out, preset: str = "cxvae", seeds=None, progress: boo
     from pathlib import Path
 
     import pandas as pd
-    from tqdm import tqdm
 
-    from .config import RunConfig
     from .metrics import evaluate_many
-    from .model import load_model
     from .runner import append_row, probe_config, provenance
-    from .train import make_splits
 
     study, out = Path(study), Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -243,12 +257,8 @@ def decompose_study(study, out, preset: str = "cxvae", seeds=None, progress: boo
     (out / "config.json").write_text(json.dumps(dict(
         command=f"cxvae decompose {study} --preset {preset} --out {out}", study=str(study), preset=preset,
         steps=STEPS, provenance=provenance(torch.device("cpu"))), indent=2) + "\n")
-    splits = None
-    for seed in tqdm([s for s in seeds if s not in done], desc=f"decompose {preset}", disable=not progress):
-        model, config = load_model(study / "models" / f"{preset}-{seed}.pt")
-        cfg = RunConfig.from_dict(config)
-        splits = splits or make_splits(cfg.data)
-        oracle = ExamScoresOracle(noise_std=cfg.data.noise_std, group_strength=cfg.data.group_strength)
+    pending = [s for s in seeds if s not in done]
+    for seed, model, cfg, splits, oracle in _kept_models(study, preset, pending, f"decompose {preset}", progress):
         scorers = [PluginScorer(model, oracle, n_samples=cfg.eval.iwae_samples, **kw) for kw in STEPS.values()]
         scores = evaluate_many(scorers, splits["train"], splits["holdout"], probe=probe_config(cfg))
         reflected = reflected_nll(model, splits["holdout"], n_samples=cfg.eval.iwae_samples)
@@ -272,24 +282,16 @@ def amortisation_study(study, out, preset: str = "cxvae", seeds=(0,), refine=Non
     from pathlib import Path
 
     import pandas as pd
-    from tqdm import tqdm
 
-    from .config import RunConfig
     from .metrics import evaluate_many
-    from .model import load_model
     from .runner import append_row, probe_config
-    from .train import make_splits
 
     study, out, refine = Path(study), Path(out), dict(REFINE if refine is None else refine)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "amortisation.csv"
     done = set(pd.read_csv(path).seed) if path.exists() else set()
-    splits = None
-    for seed in tqdm([s for s in seeds if s not in done], desc=f"amortisation {preset}", disable=not progress):
-        model, config = load_model(study / "models" / f"{preset}-{seed}.pt")
-        cfg = RunConfig.from_dict(config)
-        splits = splits or make_splits(cfg.data)
-        oracle = ExamScoresOracle(noise_std=cfg.data.noise_std, group_strength=cfg.data.group_strength)
+    pending = [s for s in seeds if s not in done]
+    for seed, model, cfg, splits, oracle in _kept_models(study, preset, pending, f"amortisation {preset}", progress):
         scorers = [PluginScorer(model, oracle, n_samples=cfg.eval.iwae_samples, refine=dict(refine, seed=seed), **kw)
                    for kw in AMORTISATION_STEPS.values()]
         for step, row in zip(AMORTISATION_STEPS, evaluate_many(scorers, splits["train"], splits["holdout"],
