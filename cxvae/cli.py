@@ -119,13 +119,15 @@ def _cmd_oracle(args) -> int:
 
 
 def _cmd_rescore(args) -> int:
-    from .runner import rescore_v_probe
+    from .runner import LEGACY_PROBES, rescore
 
+    metrics = args.metrics.split(",") if args.metrics else list(LEGACY_PROBES)
     for out in args.out:
-        runs = rescore_v_probe(out, progress=not args.quiet)
-        scored = runs.v_probe_mse.notna()
-        print(f"{out}: v_probe_mse rescored for {int(scored.sum())} of {len(runs)} runs (the others' models "
-              f"were not kept: NaN, their trained-probe score stays in v_probe_deepsets_mse); oracle rescored")
+        runs = rescore(out, metrics, progress=not args.quiet)
+        for metric in metrics:
+            print(f"{out}: {metric} rescored for {int(runs[metric].notna().sum())} of {len(runs)} runs (the "
+                  f"others' models were not kept: NaN, their trained-probe score stays in {LEGACY_PROBES[metric]})")
+        print(f"{out}: oracle rescored" if (Path(out) / "oracle.csv").exists() else f"{out}: no oracle to rescore")
     return 0
 
 
@@ -158,11 +160,11 @@ def _cmd_gap(args) -> int:
 def _cmd_merge(args) -> int:
     from .runner import format_seeds, merge_study
 
-    added = merge_study(args.src, args.into)
+    added = merge_study(args.src, args.into, replace=args.replace)
     if added.empty:
         print(f"nothing to merge: {args.into} already has every run of {args.src}")
     for preset, seeds in added.groupby("preset", sort=False).seed:
-        print(f"{preset}: seeds {format_seeds(seeds)} added to {args.into}")
+        print(f"{preset}: seeds {format_seeds(seeds)} {'replaced in' if args.replace else 'added to'} {args.into}")
     return 0
 
 
@@ -306,10 +308,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("merge", help="bring the finished runs of a copy of a study folder back into it")
     p.add_argument("src", help="the copy, extended elsewhere (e.g. unpacked from a GPU machine)")
     p.add_argument("--into", required=True, help="the study folder, e.g. results/paper")
+    p.add_argument("--replace", action="store_true",
+                   help="the copy's runs replace the folder's runs of the same (preset, seed) (runs retrained on "
+                        "purpose, e.g. by scripts/paper_study_gpu.py --redo-unkept)")
     p.set_defaults(func=_cmd_merge)
 
-    p = sub.add_parser("rescore", help="rescore v_probe_mse of study folders with the closed-form probe")
+    p = sub.add_parser("rescore", help="rescore the closed-form probes (u_probe_mse, v_probe_mse) of study folders")
     p.add_argument("out", nargs="+", help="study folders with runs.csv and models/ (e.g. results/paper)")
+    p.add_argument("--metrics", default="", help="comma-separated subset of u_probe_mse,v_probe_mse (default: both)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_rescore)
 

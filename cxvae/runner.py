@@ -42,13 +42,13 @@ from tqdm import tqdm
 from . import __version__
 from .config import ConfigError, RunConfig, check_seed, make_run_config
 from .evaluation import ModelScorer
-from .metrics import METRICS, ProbeConfig, evaluate_many, v_probe_mse
+from .metrics import METRICS, ProbeConfig, evaluate_many, u_probe_mse, v_probe_mse
 from .oracle import ExamScoresOracle
 from .train import make_splits, resolve_device, save_checkpoint, train_seeds
 
 __all__ = ["parse_seeds", "format_seeds", "provenance", "append_row", "score", "sweep", "run_oracle", "summarise",
            "compare_to", "read_study", "plan_sweep", "sweep_configs", "SweepPlan", "study_command", "load_or_run",
-           "probe_config", "merge_study", "short_of_seeds", "made_on_cpu_only", "rescore_v_probe", "run_history",
+           "probe_config", "merge_study", "short_of_seeds", "made_on_cpu_only", "rescore", "LEGACY_PROBES", "run_history",
            "study_provenance", "made_by", "PAPER_SEEDS"]
 
 RUNS_CSV, ORACLE_CSV, CONFIG_JSON = "runs.csv", "oracle.csv", "config.json"
@@ -398,8 +398,14 @@ def _with_out(command: str, out: str) -> str:
     return " ".join(shlex.quote(w) for w in words)
 
 
-def merge_study(src, dest) -> pd.DataFrame:
+def merge_study(src, dest, replace: bool = False) -> pd.DataFrame:
     """Bring the finished runs of study folder ``src`` into ``dest`` and return the rows added.
+
+    With ``replace``, ``src`` holds runs retrained on purpose (``scripts/paper_study_gpu.py
+    --redo-unkept``: runs whose model ``dest`` did not keep) and its rows *replace* ``dest``'s rows
+    of the same (preset, seed), with their curves and models; ``src`` may then lack the legacy
+    columns of :data:`LEGACY_PROBES` (its runs were scored by the closed-form probes: those stay
+    empty), and every other row of ``dest`` is kept as it was.
 
     ``src`` is a copy of ``dest`` that sweeps extended elsewhere (on a lent GPU, say, whose tables
     and curves come back packed). Rows of ``src/runs.csv`` whose (preset, seed) ``dest`` lacks are
@@ -421,11 +427,17 @@ def merge_study(src, dest) -> pd.DataFrame:
         for path, lines in ((src / RUNS_CSV, src_lines), (dest / RUNS_CSV, dest_text.splitlines())):
             if not lines:  # no header line to compare or to append below
                 raise ConfigError(f"{path} is empty (not even a header line)")
-        if src_lines[0] != dest_text.splitlines()[0]:
+        src_columns, dest_columns = src_lines[0].split(","), dest_text.splitlines()[0].split(",")
+        lacking = [c for c in dest_columns if c not in src_columns]
+        legacy_only = set(src_columns) <= set(dest_columns) and set(lacking) <= set(LEGACY_PROBES.values())
+        if src_columns != dest_columns and not (replace and legacy_only):
             raise ConfigError(f"{src / RUNS_CSV} and {dest / RUNS_CSV} have different columns")
         have = _finished(dest / RUNS_CSV)
         rows = _read_table(src / RUNS_CSV)
-        new = [i for i, key in enumerate(zip(rows.preset, rows.seed)) if (key[0], int(key[1])) not in have]
+        if replace:
+            new = list(range(len(rows)))
+        else:
+            new = [i for i, key in enumerate(zip(rows.preset, rows.seed)) if (key[0], int(key[1])) not in have]
         added = rows.iloc[new]
         src_config = json.loads((src / CONFIG_JSON).read_text()) if (src / CONFIG_JSON).exists() else {}
         dest_config = json.loads((dest / CONFIG_JSON).read_text()) if (dest / CONFIG_JSON).exists() else {}
@@ -447,10 +459,19 @@ def merge_study(src, dest) -> pd.DataFrame:
             shutil.copy2(src / "histories" / f"{p}-{s}.csv", dest / "histories" / f"{p}-{s}.csv")
             if (src / "models" / f"{p}-{s}.pt").exists():
                 shutil.copy2(src / "models" / f"{p}-{s}.pt", dest / "models" / f"{p}-{s}.pt")
-        tail = "" if dest_text.endswith("\n") or not dest_text else "\n"
-        tmp = (dest / RUNS_CSV).with_name(RUNS_CSV + ".tmp")
-        tmp.write_text(dest_text + tail + "".join(src_lines[i + 1] + "\n" for i in new))
-        os.replace(tmp, dest / RUNS_CSV)
+            elif replace:  # the replaced run's model, if dest had one, is not this run's
+                (dest / "models" / f"{p}-{s}.pt").unlink(missing_ok=True)
+        if replace:
+            replaced = {(p, int(s)) for p, s in zip(added.preset, added.seed)}
+            table = _read_table(dest / RUNS_CSV)
+            keep = [(p, int(s)) not in replaced for p, s in zip(table.preset, table.seed)]
+            table = pd.concat([table[keep], added.reindex(columns=table.columns)], ignore_index=True)
+            _replace_csv(table, dest / RUNS_CSV)
+        else:
+            tail = "" if dest_text.endswith("\n") or not dest_text else "\n"
+            tmp = (dest / RUNS_CSV).with_name(RUNS_CSV + ".tmp")
+            tmp.write_text(dest_text + tail + "".join(src_lines[i + 1] + "\n" for i in new))
+            os.replace(tmp, dest / RUNS_CSV)
         done = have | {(p, int(s)) for p, s in zip(added.preset, added.seed)}
         commands = dest_config.setdefault("commands", [])
         for command in [c for c in src_config.get("commands", []) if c not in commands]:  # new ones only
@@ -464,41 +485,58 @@ def merge_study(src, dest) -> pd.DataFrame:
     return added.reset_index(drop=True)
 
 
-LEGACY_V_PROBE = "v_probe_deepsets_mse"  # the trained Deep Sets v-probe's scores, kept beside the new ones
+# each closed-form probe -> the column that keeps the trained probe's scores it replaced
+LEGACY_PROBES = {"v_probe_mse": "v_probe_deepsets_mse", "u_probe_mse": "u_probe_mlp_mse"}
+LEGACY_V_PROBE = LEGACY_PROBES["v_probe_mse"]
 
 
-def _v_probe_of(scorer, cfg: RunConfig, splits) -> float:
-    """The closed-form :func:`cxvae.metrics.v_probe_mse` of ``scorer``, on the same probe-train
-    and holdout groups as :func:`score`."""
+def _closed_form_probes_of(scorer, cfg: RunConfig, splits, metrics: Sequence[str]) -> Dict[str, float]:
+    """The closed-form probes ``metrics`` (of :data:`LEGACY_PROBES`) of ``scorer``, on the same
+    probe-train and holdout groups as :func:`score`."""
     probe = probe_config(cfg)
     train, holdout = splits["train"].subset(slice(0, probe.max_train)), splits["holdout"]
-    (_, train_v), (_, test_v) = scorer.codes(train), scorer.codes(holdout)
-    return v_probe_mse(train_v, train.mask, train.u, test_v, holdout.mask, holdout.u, probe)
+    (train_u, train_v), (test_u, test_v) = scorer.codes(train), scorer.codes(holdout)
+    found = dict(u_probe_mse=lambda: u_probe_mse(train_u, train.u, test_u, holdout.u, probe),
+                 v_probe_mse=lambda: v_probe_mse(train_v, train.mask, train.u, test_v, holdout.mask, holdout.u, probe))
+    return {m: found[m]() for m in metrics}
 
 
-def _rescored(table: pd.DataFrame, values: List[float], keep: np.ndarray) -> pd.DataFrame:
-    """``table`` with the trained probe's scores moved to :data:`LEGACY_V_PROBE` (once) and
-    ``v_probe_mse`` set to ``values`` where they are known, kept where ``keep``, NaN elsewhere."""
-    table = table.copy()
-    if LEGACY_V_PROBE not in table.columns:  # first rescoring: every v_probe_mse so far is the trained probe's
-        table.insert(table.columns.get_loc("v_probe_mse") + 1, LEGACY_V_PROBE, table["v_probe_mse"])
+def _rescored(table: pd.DataFrame, metric: str, values: List[float], keep: np.ndarray) -> pd.DataFrame:
+    """``table`` with the trained probe's scores of ``metric`` moved to its legacy column (once) and
+    ``metric`` set to ``values`` where they are known, kept where ``keep``, NaN elsewhere."""
+    table, legacy = table.copy(), LEGACY_PROBES[metric]
+    if legacy not in table.columns:  # first rescoring: every score so far is the trained probe's
+        table.insert(table.columns.get_loc(metric) + 1, legacy, table[metric])
     new = np.asarray(values, dtype=float)
-    table["v_probe_mse"] = np.where(~np.isnan(new), new, np.where(keep, table["v_probe_mse"], np.nan))
+    table[metric] = np.where(~np.isnan(new), new, np.where(keep, table[metric], np.nan))
     return table
 
 
-def rescore_v_probe(out, progress: bool = True) -> pd.DataFrame:
-    """Rescore ``v_probe_mse`` in a study folder with the closed-form probe of :mod:`cxvae.metrics`.
+def _keep_unrescorable(table: pd.DataFrame, metric: str) -> np.ndarray:
+    """Rows whose ``metric`` a closed-form probe already scored (added after the migration: no
+    legacy score), which keep it when their model is missing."""
+    legacy = LEGACY_PROBES[metric]
+    if legacy not in table.columns:
+        return np.zeros(len(table), dtype=bool)
+    return (table[legacy].isna() & table[metric].notna()).to_numpy()
 
-    Every run whose model is in ``out/models`` and the oracle get the new score. The scores the
-    trained Deep Sets probe gave move, the first time, to the column ``v_probe_deepsets_mse``;
-    a run scored by that probe whose model was not kept gets NaN in ``v_probe_mse`` (it cannot
-    be rescored), and a run already scored by the new probe keeps its score. Rewrites
-    ``runs.csv`` and ``oracle.csv`` atomically; running it again changes nothing. Returns the
-    new ``runs.csv`` table.
+
+def rescore(out, metrics: Sequence[str] = tuple(LEGACY_PROBES), progress: bool = True) -> pd.DataFrame:
+    """Rescore the closed-form probes ``metrics`` (``u_probe_mse``, ``v_probe_mse``) of a study folder.
+
+    Every run whose model is in ``out/models`` and the oracle get the current probe's score. The
+    scores a trained probe gave move, the first time, to the metric's legacy column
+    (:data:`LEGACY_PROBES`: ``u_probe_mlp_mse``, ``v_probe_deepsets_mse``); a run scored by the
+    trained probe whose model was not kept gets NaN (it cannot be rescored; retrain it, e.g.
+    ``scripts/paper_study_gpu.py redo``), and a run already scored by the closed-form probe keeps
+    its score. Rewrites ``runs.csv`` and ``oracle.csv`` atomically; running it again changes
+    nothing. Returns the new ``runs.csv`` table.
     """
     from .model import load_model
 
+    unknown = [m for m in metrics if m not in LEGACY_PROBES]
+    if unknown:
+        raise ConfigError(f"cannot rescore {', '.join(unknown)}: only {', '.join(LEGACY_PROBES)} are closed-form probes")
     out = Path(out)
     study = read_study(out)
     runs, splits_by_data = study["runs"], {}
@@ -509,28 +547,31 @@ def rescore_v_probe(out, progress: bool = True) -> pd.DataFrame:
             splits_by_data[key] = make_splits(cfg.data)
         return splits_by_data[key]
 
-    values = []
+    values = {m: [] for m in metrics}
     for preset, seed in tqdm(list(zip(runs.preset, runs.seed.astype(int))), desc=f"rescore {out}",
                              disable=not progress):
         path = out / "models" / f"{preset}-{seed}.pt"
         if not path.exists():
-            values.append(float("nan"))
+            for m in metrics:
+                values[m].append(float("nan"))
             continue
         model, config = load_model(path, map_location="cpu")
         cfg = RunConfig.from_dict(config)
-        values.append(_v_probe_of(ModelScorer(model), cfg, splits_of(cfg)))
-    legacy = runs[LEGACY_V_PROBE] if LEGACY_V_PROBE in runs.columns else runs["v_probe_mse"]
-    runs = _rescored(runs, values, keep=legacy.isna().to_numpy() if LEGACY_V_PROBE in runs.columns else
-                     np.zeros(len(runs), dtype=bool))
+        for m, value in _closed_form_probes_of(ModelScorer(model), cfg, splits_of(cfg), metrics).items():
+            values[m].append(value)
+    for m in metrics:
+        runs = _rescored(runs, m, values[m], keep=_keep_unrescorable(runs, m))
     _write_table(runs, out / RUNS_CSV)
     if study["oracle"] is not None and len(study["oracle"]):
         presets = study["config"].get("presets", {})
         if not presets:
             raise ConfigError(f"{out / CONFIG_JSON} names no preset, so the oracle's data are unknown")
         cfg = RunConfig.from_dict(next(iter(presets.values())))
-        oracle = ExamScoresOracle(noise_std=cfg.data.noise_std, group_strength=cfg.data.group_strength)
-        _write_table(_rescored(study["oracle"], [_v_probe_of(oracle, cfg, splits_of(cfg))], keep=np.zeros(1, bool)),
-                     out / ORACLE_CSV)
+        oracle_scorer = ExamScoresOracle(noise_std=cfg.data.noise_std, group_strength=cfg.data.group_strength)
+        oracle = study["oracle"]
+        for m, value in _closed_form_probes_of(oracle_scorer, cfg, splits_of(cfg), metrics).items():
+            oracle = _rescored(oracle, m, [value], keep=np.zeros(1, bool))
+        _write_table(oracle, out / ORACLE_CSV)
     return runs
 
 

@@ -8,6 +8,11 @@
 # If the study finishes with time to spare, the throughput of both steps is benched.
 # Then, here: mkdir -p runs/gpu && tar xzf <files_at>/paper.tgz -C runs/gpu &&
 #   .venv/bin/cxvae merge runs/gpu --into results/paper
+# REDO_UNKEPT=results/paper retrains, into an empty study folder, only the runs of that folder whose
+# model was not kept (so that a new metric can score every seed); bring them back with
+#   .venv/bin/cxvae merge runs/gpu --into results/paper --replace
+# CHECK=0 skips the CUDA-graph tests (graphs are then used, and a block whose graphed task fails
+# is redone eagerly). CXVAE_GIT_COMMIT names the commit of the copy (it has no .git there).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
@@ -19,21 +24,24 @@ T0=$SECONDS
 mkdir -p "$DEST" "$STUDY"
 if [ "${PHASE:-start}" = start ]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-  cp results/paper/runs.csv results/paper/config.json "$STUDY"/
+  REDO=""
+  if [ -n "${REDO_UNKEPT:-}" ]; then REDO="--redo-unkept $REDO_UNKEPT"; else
+    cp results/paper/runs.csv results/paper/config.json "$STUDY"/
+  fi
   GRAPHS=""
-  if timeout 240 $PY -m pytest -q -x -p no:cacheprovider tests/test_seed_stack.py tests/test_noise.py \
+  if [ "${CHECK:-1}" = 0 ]; then GRAPHS="--cuda-graphs"; elif timeout 240 $PY -m pytest -q -x -p no:cacheprovider tests/test_seed_stack.py tests/test_noise.py \
       -k "cuda_graphs_trains or gpu_computes or gpu_draws" -rs 2>&1 | tee "$DEST/check.log"; then
     GRAPHS="--cuda-graphs"
   fi
   echo ">> study: ${GRAPHS:-eager} after $((SECONDS - T0)) s"
-  # the study driver's engine: a local Ray, $BLOCKS blocks sharing the GPU, where Ray is installed;
-  # else (no pip on the device) one block after another in the driver's process
+  # one block after another in the driver's process: two processes sharing the GPU ran 2.9x slower
+  # per block (CUDA contexts take turns; results/BENCHMARKS.md). BLOCKS=2 shares it through a local Ray.
   ENGINE="--engine local"
-  if $PY -c "import ray" 2>/dev/null; then
+  if [ "${BLOCKS:-1}" -gt 1 ] && $PY -c "import ray" 2>/dev/null; then
     ENGINE="--engine ray --task-gpus $($PY -c "print(1 / ${BLOCKS:-2})")"
   fi
   setsid nohup $PY scripts/paper_study_gpu.py run --out "$STUDY" $ENGINE --quiet --presets "$ORDER" \
-    $GRAPHS >"$STUDY/driver.log" 2>&1 </dev/null &
+    $GRAPHS $REDO >"$STUDY/driver.log" 2>&1 </dev/null &
 fi
 LEFT=$(( ${WATCH:-540} - (SECONDS - T0) ))
 $PY scripts/paper_study_gpu.py watch --out "$STUDY" --seconds "$LEFT" --every 20 --pack "$DEST"

@@ -49,14 +49,27 @@ ABLATIONS = ["cxvae-unconditional", "cxvae-average", "cxvae-product", "cxvae-non
              "ml-vae-corrected", "cxvae-product-corrected"]
 
 
-def jobs(out, block: int = 100, n_seeds: int = 100, presets=None):
+def unkept(folder):
+    """The (preset, seed) runs of study ``folder`` whose model it did not keep (``models/``)."""
+    import pandas as pd
+
+    runs = pd.read_csv(Path(folder) / "runs.csv")
+    return {(p, int(s)) for p, s in zip(runs.preset, runs.seed) if not (Path(folder) / "models" / f"{p}-{s}.pt").exists()}
+
+
+def jobs(out, block: int = 100, n_seeds: int = 100, presets=None, redo_unkept=None):
     """(preset, first seed, last seed) of the seeds 0..n_seeds-1 not yet in ``out/runs.csv``, in
     blocks of at most ``block`` consecutive seeds: Figure 4's models first, then the ablations,
-    each block index across all presets before the next."""
+    each block index across all presets before the next. With ``redo_unkept`` (a study folder),
+    only the runs of that folder whose model was not kept are pending: retrained into ``out``,
+    they can replace that folder's rows (``cxvae merge --replace``) with every metric rescorable."""
     import pandas as pd
 
     runs = Path(out) / "runs.csv"
     done = set(zip(*pd.read_csv(runs)[["preset", "seed"]].values.T)) if runs.exists() else set()
+    if redo_unkept is not None:
+        wanted = unkept(redo_unkept)
+        done |= {(p, s) for p in presets or FIGURE4 + ABLATIONS for s in range(n_seeds) if (p, s) not in wanted}
     found = []
     for order, preset in enumerate(presets or FIGURE4 + ABLATIONS):  # --presets: in the order given
         pending = [s for s in range(n_seeds) if (preset, s) not in done]
@@ -100,7 +113,11 @@ def run(args) -> None:
     from cxvae.runner import _finished
 
     check_engine(args.engine, args.address, args.task_cpus, args.task_gpus)
-    queue = jobs(args.out, args.block, presets=args.presets)[: args.max_jobs]
+    queue = jobs(args.out, args.block, presets=args.presets, redo_unkept=args.redo_unkept)[: args.max_jobs]
+    if not queue:
+        print("nothing to run", flush=True)
+    else:
+        print("plan: " + ", ".join(f"{p} {lo}-{hi}" for p, lo, hi in queue), flush=True)
     session = ray_session(args.address) if args.engine == "ray" else contextlib.nullcontext()
     with session:
         for graphs in ([True, False] if args.cuda_graphs else [False]):
@@ -176,9 +193,11 @@ if __name__ == "__main__":
                         help="train with the step replayed from CUDA graphs (check it first: scripts/gpu_check.sh)")
     parser.add_argument("--presets", type=lambda text: text.split(","), default=None,
                         help="only these presets (comma-separated), e.g. the ones a 15-minute lease can finish")
+    parser.add_argument("--redo-unkept", default=None, metavar="FOLDER",
+                        help="only the runs of study FOLDER whose model it did not keep (e.g. results/paper)")
     args = parser.parse_args()
     if args.mode == "jobs":
-        for job in jobs(args.out, args.block, presets=args.presets):
+        for job in jobs(args.out, args.block, presets=args.presets, redo_unkept=args.redo_unkept):
             print(*job)
     elif args.mode == "watch":
         watch(args)

@@ -176,8 +176,9 @@ def test_ridge_leave_one_out_error_matches_refitting_without_each_point():
 
     loo = {r: float(torch.stack([(refit(torch.cat([x[:i], x[i + 1:]]), torch.cat([y[:i], y[i + 1:]]), r)(x[i:i + 1])
                                   - y[i]) ** 2 for i in range(len(x))]).mean()) for r in ridges}
-    predict, chosen = _ridge_loo(x, y, ridges)
+    predict, chosen, chosen_loo = _ridge_loo(x, y, ridges)
     assert chosen == min(loo, key=loo.get)
+    assert chosen_loo == pytest.approx(loo[chosen], rel=1e-9)
     torch.testing.assert_close(predict(x), refit(x, y, chosen)(x), rtol=1e-10, atol=1e-10)
 
 

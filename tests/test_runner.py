@@ -296,33 +296,40 @@ def test_short_of_seeds_names_the_presets_under_the_target():
     assert runner.short_of_seeds(runs, target=3) == ""
 
 
-def test_rescore_moves_the_trained_probe_aside_and_scores_kept_models_again(tmp_path, capsys):
-    """cxvae rescore: runs with a kept model get the v-probe a fresh sweep gives them, the oracle
-    too; the old scores stay in v_probe_deepsets_mse; a run without its model gets NaN (it cannot
-    be rescored); running it again changes nothing; summaries count the runs a metric scored."""
+@pytest.mark.parametrize("metric, legacy", [("v_probe_mse", "v_probe_deepsets_mse"), ("u_probe_mse", "u_probe_mlp_mse")])
+def test_rescore_moves_the_trained_probe_aside_and_scores_kept_models_again(tmp_path, capsys, metric, legacy):
+    """cxvae rescore: runs with a kept model get the closed-form probe a fresh sweep gives them, the
+    oracle too; the old scores stay in the legacy column; a run without its model gets NaN (it
+    cannot be rescored); running it again changes nothing; summaries count the runs a metric scored."""
     out = tmp_path / "study"
     fresh = runner.sweep(["ml-vae", "cxvae"], [0, 1], scale="smoke", device="cpu", out=out, progress=False,
                          overrides=TINY)
     runner.run_oracle(scale="smoke", out=out, overrides=TINY)
     runs = pd.read_csv(out / "runs.csv")
-    runs["v_probe_mse"] = [0.11, 0.12, 0.13, 0.14]  # stand-ins for a trained probe's scores
+    runs[metric] = [0.11, 0.12, 0.13, 0.14]  # stand-ins for a trained probe's scores
     runs.to_csv(out / "runs.csv", index=False)
     (out / "models" / "cxvae-1.pt").unlink()
-    assert main(["rescore", str(out), "--quiet"]) == 0
-    assert "rescored for 3 of 4 runs" in capsys.readouterr().out
+    assert main(["rescore", str(out), "--quiet", "--metrics", metric]) == 0
+    assert f"{metric} rescored for 3 of 4 runs" in capsys.readouterr().out
     table = pd.read_csv(out / "runs.csv")
-    assert list(table.columns).index("v_probe_deepsets_mse") == list(table.columns).index("v_probe_mse") + 1
-    assert table.v_probe_deepsets_mse.tolist() == [0.11, 0.12, 0.13, 0.14]
+    assert list(table.columns).index(legacy) == list(table.columns).index(metric) + 1
+    assert table[legacy].tolist() == [0.11, 0.12, 0.13, 0.14]
     lost = (table.preset == "cxvae") & (table.seed == 1)
-    assert table.v_probe_mse[lost].isna().all()
-    np.testing.assert_allclose(table.v_probe_mse[~lost], fresh.v_probe_mse[~lost.to_numpy()], rtol=1e-6)
+    assert table[metric][lost].isna().all()
+    np.testing.assert_allclose(table[metric][~lost], fresh[metric][~lost.to_numpy()], rtol=1e-6)
     oracle = pd.read_csv(out / "oracle.csv")
-    assert oracle.v_probe_deepsets_mse.notna().all() and oracle.v_probe_mse.notna().all()
+    assert oracle[legacy].notna().all() and oracle[metric].notna().all()
     before = ((out / "runs.csv").read_text(), (out / "oracle.csv").read_text())
-    runner.rescore_v_probe(out, progress=False)
+    runner.rescore(out, [metric], progress=False)
     assert ((out / "runs.csv").read_text(), (out / "oracle.csv").read_text()) == before
+    # a run a fresh sweep adds after the migration is scored by the closed-form probe: it keeps its score
+    runner.sweep(["cxvae"], [2], scale="smoke", device="cpu", out=out, progress=False, overrides=TINY)
+    (out / "models" / "cxvae-2.pt").unlink()
+    runner.rescore(out, [metric], progress=False)
+    added = pd.read_csv(out / "runs.csv").query("preset == 'cxvae' and seed == 2")
+    assert added[metric].notna().all() and added[legacy].isna().all()
     counts = runner.summarise(table).set_index(["preset", "metric"]).n_seeds
-    assert counts[("cxvae", "v_probe_mse")] == 1 and counts[("cxvae", "translation_mse")] == 2
+    assert counts[("cxvae", metric)] == 1 and counts[("cxvae", "translation_mse")] == 2
 
 
 def test_study_provenance_names_seeds_devices_and_commits_and_made_by_is_one_line(tmp_path):
@@ -363,3 +370,27 @@ def test_rescoring_refuses_to_overwrite_rows_written_meanwhile(tmp_path):
     assert pd.read_csv(path).v_probe_mse.tolist() == [0.1, 0.2, 0.3]
     runner._write_table(pd.read_csv(path).assign(v_probe_mse=[0.5, 0.6, 0.7]), path)  # unchanged rows: written
     assert pd.read_csv(path).v_probe_mse.tolist() == [0.5, 0.6, 0.7]
+
+
+def test_runs_retrained_because_their_model_was_not_kept_replace_their_rows(tmp_path, capsys):
+    """merge --replace: a study whose runs lost their models (scored by a retired trained probe,
+    the closed-form score NaN after `cxvae rescore`) gets those runs retrained elsewhere into a
+    fresh folder; their rows, curves and models replace the old ones, every other row stays as it
+    was, and the legacy column stays empty for the replaced rows (the closed-form probe scored them)."""
+    dest, src = tmp_path / "study", tmp_path / "redo"
+    runner.sweep(["cxvae"], [0, 1, 2], scale="smoke", device="cpu", out=dest, progress=False, overrides=TINY)
+    (dest / "models" / "cxvae-1.pt").unlink()
+    runner.rescore(dest, ["u_probe_mse"], progress=False)
+    before = pd.read_csv(dest / "runs.csv")
+    assert before.u_probe_mse.isna().sum() == 1
+    runner.sweep(["cxvae"], [1], scale="smoke", device="cpu", out=src, progress=False, overrides=TINY)
+    with pytest.raises(ConfigError, match="different columns"):  # without --replace: refused
+        runner.merge_study(src, dest)
+    assert main(["merge", str(src), "--into", str(dest), "--replace"]) == 0
+    assert "cxvae: seeds 1 replaced in" in capsys.readouterr().out
+    after = pd.read_csv(dest / "runs.csv")
+    assert sorted(after.seed) == [0, 1, 2] and after.u_probe_mse.notna().all()
+    kept = after.seed != 1
+    pd.testing.assert_frame_equal(after[kept].reset_index(drop=True), before[before.seed != 1].reset_index(drop=True))
+    assert after[~kept].u_probe_mlp_mse.isna().all()
+    assert (dest / "models" / "cxvae-1.pt").exists()

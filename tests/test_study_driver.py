@@ -56,3 +56,15 @@ def test_bad_engine_options_stop_the_driver_in_one_line(tmp_path):
     assert done.returncode == 1 and done.stderr.strip().splitlines() == [
         "paper_study_gpu.py: error: --address need(s) --engine ray (the local engine trains in this process)"]
     assert not (tmp_path / "s").exists()
+
+
+def test_redo_unkept_queues_only_the_runs_whose_model_the_folder_did_not_keep(tmp_path):
+    """--redo-unkept FOLDER: the pending runs are FOLDER's runs without a model in FOLDER/models,
+    in consecutive blocks, whatever the (fresh) output folder holds."""
+    study = _runs(tmp_path / "study" if (tmp_path / "study").mkdir() is None else None,
+                  [("cxvae", s) for s in range(6)] + [("ml-vae", s) for s in range(3)])
+    (study / "models").mkdir()
+    for name in ["cxvae-0", "cxvae-1", "cxvae-4", "ml-vae-0", "ml-vae-1", "ml-vae-2"]:
+        (study / "models" / f"{name}.pt").write_bytes(b"")
+    jobs = driver.jobs(tmp_path / "fresh", block=100, n_seeds=6, redo_unkept=study)
+    assert jobs == [("cxvae", 2, 3), ("cxvae", 5, 5)]
