@@ -129,6 +129,7 @@ def run(args) -> None:
                                progress=not args.quiet)
                 else:
                     for preset, lo, hi in queue:
+                        print(f"{time.strftime('%H:%M:%S')} block {preset} {lo}-{hi}", flush=True)
                         sweep([preset], range(lo, hi + 1), scale=args.scale, device=args.device, out=args.out,
                               progress=not args.quiet, stack=hi - lo + 1, score_together=True, cuda_graphs=graphs,
                               command=sweep_line(preset, lo, hi, args.out, args.scale, args.device, graphs))
