@@ -7,8 +7,9 @@
 # the second under another setting (tests/kernels.py: a narrower vector width for PyTorch, MKL's
 # vendor-neutral matrix products, one thread), which changes the bits of trained models' outputs
 # (tests/test_portability.py proves it). The second pass skips what computes no numbers to compare:
-# the chapters' papermill re-runs (nbval re-executes every chapter under it anyway) and the browser
-# test of the rendered book.
+# the chapters' papermill re-runs (nbval re-executes every chapter under it anyway), the browser
+# test of the rendered book and the strict build of the book from its stored outputs
+# (tests/test_book_build.py, scripts/book_from_outputs.py).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"   # cds to the repository root
 bash scripts/_chromium.sh   # headless Chromium for tests/test_book_rendering.py (installed only when missing)
@@ -36,7 +37,7 @@ other="$(python tests/kernels.py)"
 (
     export $other
     echo ">> unit tests again, under other kernels: $other"
-    run_pytest -k "not reruns_from_scratch and not test_book_rendering" "$@"
+    run_pytest -k "not reruns_from_scratch and not test_book_rendering and not test_book_build" "$@"
     echo ">> chapters: nbval again, under other kernels: $other"
     run_nbval
 )
