@@ -336,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results/tabular_benchmark")
     p.set_defaults(func=_cmd_table_bench)
 
-    p = sub.add_parser("summary", help="print the median [95% interval] table of a study folder")
+    p = sub.add_parser("summary", help="print the median [95%% interval] table of a study folder")
     p.add_argument("--out", default="results/sweep")
     p.set_defaults(func=_cmd_summary)
     return parser

@@ -1,5 +1,6 @@
 """Tests of the ``cxvae`` command line at its smallest scale: a training run that writes its
 files, readable errors with exit status 2, and the module run as a real process."""
+import argparse
 import json
 import os
 import subprocess
@@ -10,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cxvae.cli import main
+from cxvae.cli import build_parser, main
 from cxvae.config import PRESETS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,6 +84,44 @@ def test_help_exits_0(capsys):
         main(["train", "--help"])
     assert exit_info.value.code == 0
     assert "cxvae-nemeth" in capsys.readouterr().out
+
+
+def _subcommands() -> list[str]:
+    """The sub-commands, read from the parser: a new one is checked without editing these tests."""
+    found = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    assert len(found) == 1, "cxvae has one set of sub-commands"
+    return list(found[0].choices)
+
+
+def test_top_level_help_exits_0_listing_every_subcommand(capsys):
+    """`cxvae --help` formats every sub-command's help (a bare % in one crashed it: argparse needs %%)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: cxvae")
+    missing = [c for c in _subcommands() if f"\n    {c} " not in out]
+    assert not missing, f"sub-commands not listed by cxvae --help: {missing}\n{out}"
+    assert "[95% interval]" in out, "the summary's help, with its % printed once"
+
+
+@pytest.mark.parametrize("command", _subcommands())
+def test_every_subcommand_help_exits_0(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: cxvae {command}") and "--help" in out, out
+
+
+def test_help_in_a_fresh_process(tmp_path):
+    """`python -m cxvae.cli --help`, as a user runs it: exit 0, the help on stdout, no traceback."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "cxvae.cli", "--help"], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stdout.startswith("usage: cxvae") and "summary" in proc.stdout
 
 
 def test_module_runs_as_a_script(tmp_path):
