@@ -132,9 +132,13 @@ def _cmd_rescore(args) -> int:
 
 
 def _cmd_decompose(args) -> int:
-    from .gap import decompose_study
+    from .gap import decompose_study, rescore_gap_probes
     from .runner import parse_seeds
 
+    if args.rescore_probes:
+        for name, table in rescore_gap_probes(args.study, args.out, progress=not args.quiet).items():
+            print(f"{args.out}/{name}: u_probe_mse and v_probe_mse rescored for {len(table)} rows")
+        return 0
     table = decompose_study(args.study, args.out, preset=args.preset,
                             seeds=parse_seeds(args.seeds) if args.seeds else None, progress=not args.quiet)
     print(table.groupby("step", sort=False).median(numeric_only=True).drop(columns="seed").round(4).to_string())
@@ -324,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="cxvae")
     p.add_argument("--seeds", help="seeds to decompose, e.g. 0-19 (default: every kept model)")
     p.add_argument("--out", default="results/gap")
+    p.add_argument("--rescore-probes", action="store_true",
+                   help="only rescore the closed-form probes of OUT's decomposition.csv and amortisation.csv")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_decompose)
 

@@ -51,7 +51,7 @@ from .data import GroupedData, translation_targets, true_translation
 
 __all__ = [
     "METRICS", "masked_mse", "group_factor_targets", "ProbeConfig",
-    "u_probe_mse", "v_probe_mse", "v_probe_deepsets_mse", "instance_probe_mse", "probe_mses", "evaluate",
+    "u_probe_mse", "u_probe_mlp_mse", "v_probe_mse", "v_probe_deepsets_mse", "instance_probe_mse", "probe_mses", "evaluate",
     "evaluate_many", "group_code_moments", "centred_within_groups",
 ]
 
@@ -172,6 +172,18 @@ def _u_probe(train_codes, train_u, test_codes, test_u, cfg: ProbeConfig) -> torc
         pred = _kernel_ridge(z_train, train_y, z_test, cfg, length_scales=cfg.u_length_scales)
         scores.append(((pred - test_y) ** 2).mean())
     return torch.stack(scores).float()
+
+
+def u_probe_mlp_mse(train_codes, train_u, test_codes, test_u, cfg: ProbeConfig = ProbeConfig()) -> float:
+    """The u-probe the study used until the closed-form one: an MLP trained with full-batch Adam for
+    ``cfg.steps`` steps. Kept to measure what retired it (``scripts/kernel_spread.py``) and to read
+    the committed runs' ``u_probe_mlp_mse`` column; it is *not* portable: its score moved by up to
+    7e-3 relative when only the CPU's kernels changed. Shapes as :func:`u_probe_mse`."""
+    n = cfg.max_train
+    a, b = _standardise(train_codes[:n].float(), test_codes.float(), dims=0)
+    train_y, test_y = group_factor_targets(train_u[:n]).float(), group_factor_targets(test_u).float()
+    pred = _fit_predict(lambda: _mlp(a.shape[-1], 2, cfg.hidden), (a[None],), train_y[None], (b[None],), cfg)
+    return float(((pred[0] - test_y) ** 2).mean())
 
 
 def centred_within_groups(codes: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

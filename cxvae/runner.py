@@ -48,7 +48,7 @@ from .train import make_splits, resolve_device, save_checkpoint, train_seeds
 
 __all__ = ["parse_seeds", "format_seeds", "provenance", "append_row", "score", "sweep", "run_oracle", "summarise",
            "compare_to", "read_study", "plan_sweep", "sweep_configs", "SweepPlan", "study_command", "load_or_run",
-           "probe_config", "merge_study", "short_of_seeds", "made_on_cpu_only", "rescore", "LEGACY_PROBES", "run_history",
+           "probe_config", "merge_study", "short_of_seeds", "made_on_cpu_only", "rescore", "LEGACY_PROBES", "closed_form_probes", "with_rescored_probe", "write_csv", "run_history",
            "study_provenance", "made_by", "PAPER_SEEDS"]
 
 RUNS_CSV, ORACLE_CSV, CONFIG_JSON = "runs.csv", "oracle.csv", "config.json"
@@ -157,6 +157,13 @@ def append_row(path, row: Dict) -> pd.DataFrame:
         table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)
         _replace_csv(table, path)
     return table
+
+
+def write_csv(table: pd.DataFrame, path) -> None:
+    """Write ``table`` to the CSV at ``path`` atomically and under its lock."""
+    path = Path(path)
+    with _locked(path):
+        _replace_csv(table, path)
 
 
 def _replace_csv(table: pd.DataFrame, path: Path) -> None:
@@ -490,9 +497,9 @@ LEGACY_PROBES = {"v_probe_mse": "v_probe_deepsets_mse", "u_probe_mse": "u_probe_
 LEGACY_V_PROBE = LEGACY_PROBES["v_probe_mse"]
 
 
-def _closed_form_probes_of(scorer, cfg: RunConfig, splits, metrics: Sequence[str]) -> Dict[str, float]:
+def closed_form_probes(scorer, cfg: RunConfig, splits, metrics: Sequence[str]) -> Dict[str, float]:
     """The closed-form probes ``metrics`` (of :data:`LEGACY_PROBES`) of ``scorer``, on the same
-    probe-train and holdout groups as :func:`score`."""
+    probe-train and holdout groups as :func:`score`: ``{metric: score}``."""
     probe = probe_config(cfg)
     train, holdout = splits["train"].subset(slice(0, probe.max_train)), splits["holdout"]
     (train_u, train_v), (test_u, test_v) = scorer.codes(train), scorer.codes(holdout)
@@ -501,7 +508,7 @@ def _closed_form_probes_of(scorer, cfg: RunConfig, splits, metrics: Sequence[str
     return {m: found[m]() for m in metrics}
 
 
-def _rescored(table: pd.DataFrame, metric: str, values: List[float], keep: np.ndarray) -> pd.DataFrame:
+def with_rescored_probe(table: pd.DataFrame, metric: str, values: List[float], keep: np.ndarray) -> pd.DataFrame:
     """``table`` with the trained probe's scores of ``metric`` moved to its legacy column (once) and
     ``metric`` set to ``values`` where they are known, kept where ``keep``, NaN elsewhere."""
     table, legacy = table.copy(), LEGACY_PROBES[metric]
@@ -557,10 +564,10 @@ def rescore(out, metrics: Sequence[str] = tuple(LEGACY_PROBES), progress: bool =
             continue
         model, config = load_model(path, map_location="cpu")
         cfg = RunConfig.from_dict(config)
-        for m, value in _closed_form_probes_of(ModelScorer(model), cfg, splits_of(cfg), metrics).items():
+        for m, value in closed_form_probes(ModelScorer(model), cfg, splits_of(cfg), metrics).items():
             values[m].append(value)
     for m in metrics:
-        runs = _rescored(runs, m, values[m], keep=_keep_unrescorable(runs, m))
+        runs = with_rescored_probe(runs, m, values[m], keep=_keep_unrescorable(runs, m))
     _write_table(runs, out / RUNS_CSV)
     if study["oracle"] is not None and len(study["oracle"]):
         presets = study["config"].get("presets", {})
@@ -569,8 +576,8 @@ def rescore(out, metrics: Sequence[str] = tuple(LEGACY_PROBES), progress: bool =
         cfg = RunConfig.from_dict(next(iter(presets.values())))
         oracle_scorer = ExamScoresOracle(noise_std=cfg.data.noise_std, group_strength=cfg.data.group_strength)
         oracle = study["oracle"]
-        for m, value in _closed_form_probes_of(oracle_scorer, cfg, splits_of(cfg), metrics).items():
-            oracle = _rescored(oracle, m, [value], keep=np.zeros(1, bool))
+        for m, value in closed_form_probes(oracle_scorer, cfg, splits_of(cfg), metrics).items():
+            oracle = with_rescored_probe(oracle, m, [value], keep=np.zeros(1, bool))
         _write_table(oracle, out / ORACLE_CSV)
     return runs
 

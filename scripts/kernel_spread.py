@@ -10,8 +10,10 @@ Each setting runs in its own process, because PyTorch reads ATEN_CPU_CAPABILITY 
 kernels) and MKL reads MKL_CBWR (its matrix-product kernels) once, at start-up. The settings:
 the machine's own dispatch, ATEN_CPU_CAPABILITY=avx2, =default (no SIMD), and MKL_CBWR=COMPATIBLE
 (MKL's vendor-neutral code path, the closest one machine gets to another vendor's CPU). Every
-metric of cxvae.metrics.METRICS is scored on the paper scale's holdout groups, and the trained
-Deep Sets v-probe that the study used before the closed-form one (v_probe_deepsets_mse) beside it.
+metric of cxvae.metrics.METRICS is scored on the paper scale's holdout groups, and beside them the
+trained probes that the study used before the closed-form ones: the Deep Sets v-probe
+(v_probe_deepsets_mse) and the MLP u-probe (u_probe_mlp_mse). By default the oracle and seed 0 of
+Figure 4's four models.
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ def score_here(models, threads: int) -> dict:
 
     from cxvae.config import RunConfig, make_run_config
     from cxvae.evaluation import ModelScorer
-    from cxvae.metrics import v_probe_deepsets_mse
+    from cxvae.metrics import u_probe_mlp_mse, v_probe_deepsets_mse
     from cxvae.model import load_model
     from cxvae.oracle import ExamScoresOracle
     from cxvae.runner import probe_config, score
@@ -56,7 +58,8 @@ def score_here(models, threads: int) -> dict:
             scorer = ModelScorer(model, n_samples=RunConfig.from_dict(config).eval.iwae_samples,
                                  seed=RunConfig.from_dict(config).seed)
         metrics = score(scorer, cfg, splits)
-        (_, tr_v), (_, te_v) = scorer.codes(train), scorer.codes(holdout)
+        (tr_u, tr_v), (te_u, te_v) = scorer.codes(train), scorer.codes(holdout)
+        metrics["u_probe_mlp_mse"] = u_probe_mlp_mse(tr_u, train.u, te_u, holdout.u, probe)
         metrics["v_probe_deepsets_mse"] = v_probe_deepsets_mse(tr_v, train.mask, train.u, te_v, holdout.mask,
                                                                holdout.u, probe)
         rows[Path(name).stem] = metrics
@@ -65,7 +68,8 @@ def score_here(models, threads: int) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="results/paper/models/cxvae-0.pt,results/paper/models/ml-vae-0.pt")
+    parser.add_argument("--models", default=",".join(f"results/paper/models/{p}-0.pt"
+                                                     for p in ("cxvae", "ml-vae", "gvae", "gvae-ad")))
     parser.add_argument("--settings", default=",".join(SETTINGS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="results/paper/kernel_spread.csv")

@@ -2,6 +2,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -231,3 +232,28 @@ def test_the_amortisation_table_recomputes_at_smoke_scale(tmp_path):
     assert got["change"].loc[0, "translation_mse"] == pytest.approx(
         rows.loc["refined q(u|x)", "translation_mse"] - rows.loc["model", "translation_mse"])
     assert got["change"].loc[0, "holdout_nll"] == 0
+
+
+def test_rescoring_the_gap_tables_gives_the_closed_form_probes_a_fresh_decomposition_gives(tmp_path):
+    """cxvae decompose --rescore-probes: each (seed, step) row of decomposition.csv and
+    amortisation.csv gets the probes its step's scorer gives today (what a fresh decomposition
+    writes), the earlier scores move to the legacy columns, and the other metrics stay."""
+    from cxvae import gap
+    from cxvae.cli import main
+    from cxvae.runner import sweep
+
+    study, out = tmp_path / "study", tmp_path / "gap"
+    tiny = dict(data=dict(n_train=256, n_valid=64, n_holdout=96), train=dict(epochs=1, batch_size=64),
+                eval=dict(iwae_samples=4, probe_max_train=128))
+    sweep(["cxvae"], [0], scale="smoke", device="cpu", out=study, progress=False, overrides=tiny)
+    fresh = gap.decompose_study(study, out, progress=False)
+    amortised = gap.amortisation_study(study, out, refine=dict(steps=3, lr=0.05, n_samples=2), progress=False)
+    for name, table in (("decomposition.csv", fresh), ("amortisation.csv", amortised)):
+        table.assign(u_probe_mse=0.5, v_probe_mse=0.25).to_csv(out / name, index=False)  # an earlier probe's
+    assert main(["decompose", str(study), "--out", str(out), "--rescore-probes", "--quiet"]) == 0
+    for name, table in (("decomposition.csv", fresh), ("amortisation.csv", amortised)):
+        now = pd.read_csv(out / name)
+        np.testing.assert_allclose(now.u_probe_mse, table.u_probe_mse, rtol=1e-6)
+        np.testing.assert_allclose(now.v_probe_mse, table.v_probe_mse, rtol=1e-6)
+        assert now.u_probe_mlp_mse.eq(0.5).all() and now.v_probe_deepsets_mse.eq(0.25).all()
+        np.testing.assert_array_equal(now.translation_mse, table.translation_mse)
