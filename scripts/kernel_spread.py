@@ -66,12 +66,25 @@ def score_here(models, threads: int) -> dict:
     return dict(capability=torch.backends.cpu.get_cpu_capability(), scores=rows)
 
 
+def _rows(outputs: dict) -> list:
+    """The long table's rows from each setting's worker output (setting -> its stdout)."""
+    rows = []
+    for setting, out in outputs.items():
+        result = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
+        print(f"{setting}: kernels {result['capability']}", flush=True)
+        for scorer, metrics in result["scores"].items():
+            rows += [dict(setting=setting, capability=result["capability"], scorer=scorer, metric=metric,
+                          value=value) for metric, value in metrics.items()]
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(f"results/paper/models/{p}-0.pt"
                                                      for p in ("cxvae", "ml-vae", "gvae", "gvae-ad")))
     parser.add_argument("--settings", default=",".join(SETTINGS))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--jobs", type=int, default=1, help="settings scored side by side (each its own process)")
     parser.add_argument("--out", default="results/paper/kernel_spread.csv")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -85,17 +98,28 @@ def main() -> int:
 
     import torch
 
-    rows = []
-    for setting in args.settings.split(","):
+    rows, settings = [], args.settings.split(",")
+
+    def start(setting):
         env = dict(os.environ, **SETTINGS[setting])
-        done = subprocess.run([sys.executable, __file__, "--worker", "--models", args.models,
-                               "--threads", str(args.threads)], env=env, capture_output=True, text=True, check=True)
-        result = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
-        print(f"{setting}: kernels {result['capability']}", flush=True)
-        for scorer, metrics in result["scores"].items():
-            rows += [dict(setting=setting, capability=result["capability"], scorer=scorer, metric=metric,
-                          value=value) for metric, value in metrics.items()]
+        return subprocess.Popen([sys.executable, __file__, "--worker", "--models", args.models, "--threads",
+                                 str(args.threads)], env=env, stdout=subprocess.PIPE, text=True)
+
+    running = {}
+    for i, setting in enumerate(settings):  # at most --jobs settings side by side, each its own process
+        running[setting] = start(setting)
+        if len(running) < args.jobs and i + 1 < len(settings):
+            continue
+        for name, proc in running.items():
+            out, _ = proc.communicate()
+            if proc.returncode:
+                raise SystemExit(f"kernel_spread.py: the {name} setting failed (exit {proc.returncode})")
+            running[name] = out
+        outputs = dict(running)
+        running = {}
+        rows += _rows(outputs)
     table = pd.DataFrame(rows).assign(threads=args.threads, **provenance(torch.device("cpu")))
+
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)
     spread = table.groupby(["scorer", "metric"]).value.agg(lambda v: (v.max() - v.min()) / abs(v).max())
