@@ -12,8 +12,11 @@ the machine's own dispatch, ATEN_CPU_CAPABILITY=avx2, =default (no SIMD), and MK
 (MKL's vendor-neutral code path, the closest one machine gets to another vendor's CPU). Every
 metric of cxvae.metrics.METRICS is scored on the paper scale's holdout groups, and beside them the
 trained probes that the study used before the closed-form ones: the Deep Sets v-probe
-(v_probe_deepsets_mse) and the MLP u-probe (u_probe_mlp_mse). By default the oracle and seed 0 of
-Figure 4's four models.
+(v_probe_deepsets_mse) and the MLP u-probe (u_probe_mlp_mse). By default the oracle, CxVAE seed 0
+and ML-VAE seed 0. --probes-only measures the probes alone and replaces their rows (how the
+closed-form u-probe was measured on 2026-12-04):
+
+    .venv/bin/python scripts/kernel_spread.py --probes-only --out results/paper/kernel_spread.csv
 """
 from __future__ import annotations
 
@@ -32,13 +35,17 @@ SETTINGS = {
 }
 
 
-def score_here(models, threads: int) -> dict:
-    """Every metric of the oracle and of each checkpoint, in this process's kernels."""
+PROBES = ("u_probe_mse", "u_probe_mlp_mse", "v_probe_mse", "v_probe_deepsets_mse", "instance_probe_mse")
+
+
+def score_here(models, threads: int, probes_only: bool = False) -> dict:
+    """Every metric of the oracle and of each checkpoint (only the probes of :data:`PROBES` with
+    ``probes_only``), in this process's kernels."""
     import torch
 
     from cxvae.config import RunConfig, make_run_config
     from cxvae.evaluation import ModelScorer
-    from cxvae.metrics import u_probe_mlp_mse, v_probe_deepsets_mse
+    from cxvae.metrics import probe_mses, u_probe_mlp_mse, v_probe_deepsets_mse
     from cxvae.model import load_model
     from cxvae.oracle import ExamScoresOracle
     from cxvae.runner import probe_config, score
@@ -57,8 +64,12 @@ def score_here(models, threads: int) -> dict:
             model, config = load_model(name, map_location="cpu")
             scorer = ModelScorer(model, n_samples=RunConfig.from_dict(config).eval.iwae_samples,
                                  seed=RunConfig.from_dict(config).seed)
-        metrics = score(scorer, cfg, splits)
         (tr_u, tr_v), (te_u, te_v) = scorer.codes(train), scorer.codes(holdout)
+        if probes_only:
+            metrics = probe_mses([(tr_u, tr_v)], train, [(te_u, te_v)], holdout, probe)
+            metrics = {name: float(values[0]) for name, values in metrics.items()}
+        else:
+            metrics = score(scorer, cfg, splits)
         metrics["u_probe_mlp_mse"] = u_probe_mlp_mse(tr_u, train.u, te_u, holdout.u, probe)
         metrics["v_probe_deepsets_mse"] = v_probe_deepsets_mse(tr_v, train.mask, train.u, te_v, holdout.mask,
                                                                holdout.u, probe)
@@ -80,17 +91,19 @@ def _rows(outputs: dict) -> list:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default=",".join(f"results/paper/models/{p}-0.pt"
-                                                     for p in ("cxvae", "ml-vae", "gvae", "gvae-ad")))
+    parser.add_argument("--models", default="results/paper/models/cxvae-0.pt,results/paper/models/ml-vae-0.pt")
     parser.add_argument("--settings", default=",".join(SETTINGS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--jobs", type=int, default=1, help="settings scored side by side (each its own process)")
     parser.add_argument("--out", default="results/paper/kernel_spread.csv")
+    parser.add_argument("--probes-only", action="store_true",
+                        help="score only the probes and replace their rows in --out (the other rows, with "
+                             "their own commit, stay): the cheap way to measure a new probe")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     models = [m for m in args.models.split(",") if m]
     if args.worker:
-        print("RESULT " + json.dumps(score_here(models, args.threads)))
+        print("RESULT " + json.dumps(score_here(models, args.threads, args.probes_only)))
         return 0
     import pandas as pd
 
@@ -103,7 +116,8 @@ def main() -> int:
     def start(setting):
         env = dict(os.environ, **SETTINGS[setting])
         return subprocess.Popen([sys.executable, __file__, "--worker", "--models", args.models, "--threads",
-                                 str(args.threads)], env=env, stdout=subprocess.PIPE, text=True)
+                                 str(args.threads), *(["--probes-only"] if args.probes_only else [])],
+                                env=env, stdout=subprocess.PIPE, text=True)
 
     running = {}
     for i, setting in enumerate(settings):  # at most --jobs settings side by side, each its own process
@@ -119,6 +133,9 @@ def main() -> int:
         running = {}
         rows += _rows(outputs)
     table = pd.DataFrame(rows).assign(threads=args.threads, **provenance(torch.device("cpu")))
+    if args.probes_only and Path(args.out).exists():
+        before = pd.read_csv(args.out)
+        table = pd.concat([before[~before.metric.isin(PROBES)], table], ignore_index=True)
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)
