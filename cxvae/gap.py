@@ -538,6 +538,22 @@ def against_goal(summary, preset: str = PRESET):
     return pd.DataFrame(rows).set_index("metric")
 
 
+def nll_under_one_bound(runs, decomposition, preset: str = PRESET):
+    """:data:`PRESET`'s holdout NLL beside CxVAE's under the *same* bound, the mirror-mixture one:
+    ``preset``'s rows of ``runs`` (its ``holdout_nll`` is that bound) and CxVAE's bound from
+    ``decomposition`` (:func:`decompose_study`'s table: the ``model`` step's
+    ``holdout_nll_reflected``), on the seeds both have. Returns a runs-like table (``preset``,
+    ``seed``, ``holdout_nll``) that :func:`cxvae.runner.summarise` reads."""
+    import pandas as pd
+
+    ours = runs[runs.preset == preset][["preset", "seed", "holdout_nll"]]
+    model = decomposition[(decomposition.preset == "cxvae") & (decomposition.step == "model")]
+    cxvae = model[["seed", "holdout_nll_reflected"]].rename(columns={"holdout_nll_reflected": "holdout_nll"})
+    seeds = sorted(set(ours.seed) & set(cxvae.seed))
+    return pd.concat([ours[ours.seed.isin(seeds)], cxvae[cxvae.seed.isin(seeds)].assign(preset="cxvae")],
+                     ignore_index=True)
+
+
 TABLE_LONG_COMMAND = ("cxvae table-bench --tables chickweight,orthodont --presets cxvae --seeds 0-4 --epochs 400 "
                       "--out results/gap/table-long")
 

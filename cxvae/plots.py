@@ -486,6 +486,49 @@ def plot_emergent_lines(data, single, v_single, schools: Sequence[int]) -> Figur
     return fig
 
 
+def plot_learned_codes(data, codes: Mapping[str, tuple], schools: Sequence[int], n_background: int = 1500) -> Figure:
+    """What trained models' codes hold: one row per model, three panels: each group code
+    dimension against the true group factor it lines up with best (``mu`` for one, ``|sigma|``
+    for the other), and the instance code against the true instance factor ``v``. Grey: many
+    groups (observations); colours: ``schools``, as chapter 1 draws the oracle. Raw code
+    dimensions, neither rotated nor rescaled: a code that holds a factor shows a curve, one that
+    does not shows a cloud.
+
+    Args:
+        data: exam-scores groups with true factors (:class:`~cxvae.data.GroupedData`).
+        codes: model name -> ``(group codes (N, d_u >= 2), instance codes (N, K, 1))`` of ``data``
+            (e.g. :meth:`cxvae.evaluation.ModelScorer.codes`).
+        schools: indices of the groups of ``data`` to colour (at most 3).
+        n_background: groups drawn in grey.
+    """
+    if not codes:
+        raise ValueError("plot_learned_codes needs the codes of at least one model")
+    targets = np.stack([_as_1d(data.u[:, 0]), np.abs(_as_1d(data.u[:, 1]))], axis=1)  # (N, 2): mu, |sigma|
+    names = ["μ", "|σ|"]
+    n = min(n_background, targets.shape[0])
+    mask = np.asarray(data.mask[:n], dtype=bool)
+    with matplotlib.rc_context(STYLE):
+        fig, axes = _figure(7.8, 2.0 * len(codes) + 0.4, nrows=len(codes), ncols=3)
+        for row, (name, (u, v)) in zip(np.atleast_2d(axes), codes.items()):
+            u, v = np.asarray(u, dtype=float), np.asarray(v, dtype=float)[..., 0]
+            # which code dimension holds which factor: the larger absolute correlation
+            corr = np.abs(np.corrcoef(u[:, :2].T, targets.T)[:2, 2:])
+            order = [0, 1] if corr[0, 0] + corr[1, 1] >= corr[0, 1] + corr[1, 0] else [1, 0]
+            for k, ax in enumerate(row[:2]):
+                dim = order[k]
+                ax.scatter(targets[:n, k], u[:n, dim], s=3, color="#BBBBBB", linewidths=0)
+                for colour, i in zip(OKABE_ITO[5:8], schools):
+                    ax.scatter(targets[i, k], u[i, dim], s=40, color=colour, edgecolors="black", linewidths=0.5)
+                ax.set(xlabel=f"true {names[k]}", ylabel=f"{name}: u{dim}")
+            ax = row[2]
+            ax.scatter(_as_1d(data.v[:n])[mask.ravel()], v[:n][mask], s=2, color="#BBBBBB", linewidths=0)
+            for colour, i in zip(OKABE_ITO[5:8], schools):
+                m = np.asarray(data.mask[i], dtype=bool)
+                ax.scatter(_as_1d(data.v[i])[m], v[i][m], s=10, color=colour, linewidths=0)
+            ax.set(xlabel="true v", ylabel=f"{name}: v0")
+    return fig
+
+
 # ---------------------------------------------------------------------------------------------
 # Chapter 9: real data (cxvae.tabular, cxvae.mixed)
 # ---------------------------------------------------------------------------------------------

@@ -257,3 +257,15 @@ def test_rescoring_the_gap_tables_gives_the_closed_form_probes_a_fresh_decomposi
         np.testing.assert_allclose(now.v_probe_mse, table.v_probe_mse, rtol=1e-6)
         assert now.u_probe_mlp_mse.eq(0.5).all() and now.v_probe_deepsets_mse.eq(0.25).all()
         np.testing.assert_array_equal(now.translation_mse, table.translation_mse)
+
+
+def test_nll_under_one_bound_pairs_the_preset_with_cxvaes_mirror_bound_on_shared_seeds():
+    """Known answer: the preset's rows keep their NLL, CxVAE's come from the decomposition's model
+    step (its mirror-mixture bound), only seeds both have."""
+    from cxvae import gap
+
+    runs = pd.DataFrame(dict(preset=[gap.PRESET] * 3 + ["cxvae"], seed=[0, 1, 2, 0], holdout_nll=[2.0, 2.1, 2.2, 9.0]))
+    decomposition = pd.DataFrame(dict(preset="cxvae", seed=[0, 0, 1, 5], step=["model", "oracle", "model", "model"],
+                                      holdout_nll_reflected=[2.5, 1.0, 2.6, 3.0]))
+    table = gap.nll_under_one_bound(runs, decomposition).set_index(["preset", "seed"]).holdout_nll
+    assert table.to_dict() == {(gap.PRESET, 0): 2.0, (gap.PRESET, 1): 2.1, ("cxvae", 0): 2.5, ("cxvae", 1): 2.6}

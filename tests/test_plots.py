@@ -148,3 +148,18 @@ def test_instance_posterior_and_critic_curve_figures():
               ("single", "independent codes"): pd.Series([0.0, 0.01], index=[25, 50])}
     ax = plots.plot_critic_curves(curves).axes[0]
     assert [line.get_linestyle() for line in ax.lines[:2]] == ["-", "--"]
+
+
+def test_learned_codes_draw_one_row_per_model_and_catch_what_a_code_holds():
+    """Three panels per model; the true factors as codes are drawn on their own dimensions, the
+    schools coloured; no model is one clear error."""
+    data = generate_exam_scores(200, seed=1)
+    true_codes = (torch.stack([data.u[:, 0], data.u[:, 1].abs()], dim=-1), data.v)
+    swapped = (true_codes[0].flip(-1), torch.zeros_like(data.v))
+    fig = plots.plot_learned_codes(data, {"true": true_codes, "swapped": swapped}, schools=[0, 1, 2])
+    axes = fig.axes
+    assert len(axes) == 6 and all(drawn(ax) == 4 for ax in axes)
+    assert axes[0].get_ylabel() == "true: u0" and axes[3].get_ylabel() == "swapped: u1"  # lined up by correlation
+    with pytest.raises(ValueError, match="at least one model"):
+        plots.plot_learned_codes(data, {}, schools=[0])
+    plt.close("all")

@@ -156,7 +156,7 @@ def test_translation_checks_and_the_first_winning_strength_on_known_tables():
     assert first_strength_all_better(_summary(story)) == 0.5
     always = {**story, (0.0, "cxvae"): (0.5, 0.45, 0.55)}
     checks = translation_checks(_summary(always))
-    assert not checks["not worse unconfounded"].any() and checks["better at the paper's c"].all()
+    assert not checks["CxVAE not better at c = 0"].any() and checks["CxVAE better at c = 1"].all()
     assert first_strength_all_better(_summary(always)) == 0.0
     never = {**story, (1.0, "cxvae"): (9.0, 8.0, 10.0), (0.5, "cxvae"): (3.0, 2.9, 3.1)}
     assert first_strength_all_better(_summary(never)) is None
@@ -192,7 +192,7 @@ def test_budget_verdicts_count_each_verdict_at_both_budgets():
                                                 ("gvae-ad", (5.0, 4.9, 5.1)), ("cxvae", (1.0, 0.9, 1.1))]})
     table = budget_verdicts(_summary(study), paper.drop(columns="group_strength"), ["translation_mse"])
     row = table.loc["translation_mse"]
-    assert row["study budget, c = 0"] == "better 2/3, worse 1/3"
-    assert row["study budget, c = 1"] == "better 1/3, overlap 1/3, worse 1/3"
-    assert row["paper budget, c = 1"] == "better 3/3"
-    assert row["study budget, c = 1: cxvae"] == 2.0 and row["paper budget, c = 1: cxvae"] == 1.0
+    assert row["study scale, c = 0"] == "better 2/3, worse 1/3"
+    assert row["study scale, c = 1"] == "better 1/3, overlap 1/3, worse 1/3"
+    assert row["paper scale, c = 1"] == "better 3/3"
+    assert row["study scale, c = 1: cxvae"] == 2.0 and row["paper scale, c = 1: cxvae"] == 1.0
