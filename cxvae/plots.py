@@ -194,13 +194,18 @@ def plot_exam_scores(data, n_groups: int = 12, seed: int = 0) -> Figure:
 # ---------------------------------------------------------------------------------------------
 # Training and evaluation
 # ---------------------------------------------------------------------------------------------
-def plot_training_curves(histories: Mapping[str, pd.DataFrame]) -> Figure:
+def plot_training_curves(histories: Mapping[str, pd.DataFrame], zoom_from: float = 0.0,
+                         log_epochs: bool = False) -> Figure:
     """Negative ELBO per epoch, one colour per preset.
 
     Args:
         histories: preset -> DataFrame with columns ``epoch``, ``train_neg_elbo`` and
             ``valid_neg_elbo`` (and optionally ``seed``: several seeds are drawn as the mean over
             seeds with a min-max band). Solid lines: validation; dashed: training.
+        zoom_from: the y axis spans the curves from this fraction of each run on (e.g. 0.25:
+            the last three quarters), so that the first epochs' large values do not flatten
+            the rest; 0 shows everything.
+        log_epochs: a logarithmic epoch axis (runs of very different lengths side by side).
     """
     with matplotlib.rc_context(STYLE):
         fig, axes = _figure(6.0, 3.4)
@@ -219,7 +224,16 @@ def plot_training_curves(histories: Mapping[str, pd.DataFrame]) -> Figure:
         labels += ["validation", "training"]
         ax.legend(handles, labels, loc="upper right", ncol=2)
         ax.set(xlabel="epoch", ylabel="negative ELBO per observation", title="training curves")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if zoom_from > 0:
+            tails = [h[h.epoch >= zoom_from * h.epoch.max()][["train_neg_elbo", "valid_neg_elbo"]]
+                     for h in histories.values()]
+            lo, hi = min(float(t.min().min()) for t in tails), max(float(t.max().max()) for t in tails)
+            pad = 0.05 * (hi - lo) or 0.01
+            ax.set_ylim(lo - pad, hi + pad)
+        if log_epochs:
+            ax.set_xscale("log")
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return fig
 
 
@@ -277,23 +291,38 @@ def plot_verdict_intervals(summary: pd.DataFrame, metrics: Sequence[str], preset
     overlap. ``claims`` maps a metric to the claims it bears on (shown in the panel title);
     ``log_scale`` names metrics drawn on a logarithmic axis."""
     s = summary.set_index(["preset", "metric"])
-    with matplotlib.rc_context(STYLE):
-        fig, axes = _figure(max(2.3 * len(metrics), 4.0), 0.45 * len(presets) + 1.6, 1, len(metrics), sharey=True)
-        for ax, metric in zip(axes[0], metrics):
+    ncols = min(3, len(metrics))
+    nrows = -(-len(metrics) // ncols)
+    with matplotlib.rc_context({**STYLE, "font.size": 11, "axes.titlesize": 11, "axes.labelsize": 11,
+                                "xtick.labelsize": 10, "ytick.labelsize": 11}):
+        fig, axes = _figure(3.3 * ncols, (0.4 * len(presets) + 1.3) * nrows, nrows, ncols, sharey=True)
+        for ax in axes.ravel()[len(metrics):]:
+            ax.set_visible(False)
+        for ax, metric in zip(axes.ravel(), metrics):
             for y, preset in enumerate(presets):
                 if (preset, metric) not in s.index:
                     continue
                 row = s.loc[(preset, metric)]
                 ax.errorbar(row["median"], y, xerr=[[row["median"] - row.lo], [row.hi - row["median"]]], fmt="o",
                             color=preset_colour(preset, y), capsize=3, markersize=5)
-            if ("oracle", metric) in s.index:
-                ax.axvline(s.loc[("oracle", metric), "median"], color=PRESET_COLOURS["oracle"], linestyle="--",
-                           linewidth=1.0, label="oracle")
             title = _direction_title(metric)
             ax.set_title(f"{title}\n{claims[metric]}" if claims and metric in claims else title)
-            if metric in log_scale:
+            log = metric in log_scale
+            if log:
                 ax.set_xscale("log")
-        axes[0, 0].set_yticks(range(len(presets)), presets)
+            if ("oracle", metric) in s.index:
+                oracle = float(s.loc[("oracle", metric), "median"])
+                ax.axvline(oracle, color=PRESET_COLOURS["oracle"], linestyle="--", linewidth=1.5, label="oracle")
+                ax.annotate("oracle", (oracle, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12),
+                            textcoords="offset points", fontsize=9)
+                # the x range covers the models and the oracle with a margin: the line never sits on the edge
+                lo, hi = ax.get_xlim()
+                low, high = min(lo, oracle), max(hi, oracle)
+                to, back = (np.log, np.exp) if log else ((lambda x: x), (lambda x: x))
+                margin = 0.08 * (to(high) - to(low))
+                ax.set_xlim(back(to(low) - margin), back(to(high) + margin))
+        for row in axes:
+            row[0].set_yticks(range(len(presets)), presets)
         axes[0, 0].invert_yaxis()
     return fig
 

@@ -163,3 +163,29 @@ def test_learned_codes_draw_one_row_per_model_and_catch_what_a_code_holds():
     with pytest.raises(ValueError, match="at least one model"):
         plots.plot_learned_codes(data, {}, schools=[0])
     plt.close("all")
+
+
+def test_verdict_intervals_keep_the_oracle_inside_the_axes_and_wrap_into_rows():
+    """Six metrics make two rows of three panels; the oracle's line lies inside each x range,
+    with a margin, even when it is far from every model (a log axis too)."""
+    rows = []
+    for metric, (model, oracle) in {"a": (1.0, 0.1), "b": (2.0, 2.5), "c": (5.0, 0.5), "d": (1, 1.2),
+                                    "e": (3.0, 0.0), "f": (10.0, 1.0)}.items():
+        rows += [dict(preset="cxvae", metric=metric, median=model, lo=model * 0.9, hi=model * 1.1),
+                 dict(preset="oracle", metric=metric, median=oracle, lo=oracle, hi=oracle)]
+    fig = plots.plot_verdict_intervals(pd.DataFrame(rows), list("abcdef"), ["cxvae"], log_scale=["f"])
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(visible) == 6
+    for ax, (_, oracle) in zip(visible, [(1, 0.1), (2, 2.5), (5, 0.5), (1, 1.2), (3, 0.0), (10, 1.0)]):
+        lo, hi = ax.get_xlim()
+        assert lo < oracle < hi
+    plt.close("all")
+
+
+def test_training_curves_zoom_on_the_later_epochs():
+    """zoom_from=0.5 sets the y range from the curves' second halves, not the first epoch's peak."""
+    history = pd.DataFrame(dict(epoch=range(1, 11), train_neg_elbo=[30.0] + [2.0 + 0.01 * i for i in range(9)],
+                                valid_neg_elbo=[31.0] + [2.1 + 0.01 * i for i in range(9)]))
+    ax = plots.plot_training_curves({"cxvae": history}, zoom_from=0.5, log_epochs=True).axes[0]
+    assert ax.get_ylim()[1] < 3.0 and ax.get_xscale() == "log"
+    plt.close("all")
