@@ -49,6 +49,22 @@ ABLATIONS = ["cxvae-unconditional", "cxvae-average", "cxvae-product", "cxvae-non
              "ml-vae-corrected", "cxvae-product-corrected"]
 
 
+# wall seconds per seed of a block on one H200 with CUDA graphs, training and scoring (results/BENCHMARKS.md,
+# 2026-12-04); presets not measured there are taken as CxVAE-like. Set-up between blocks: about 7 s.
+H200_SECONDS_PER_SEED = {"cxvae": 1.38, "ml-vae": 0.51, "gvae": 0.52, "gvae-ad": 0.89, "cxvae-average": 1.13,
+                         "cxvae-none": 0.59, "cxvae-nemeth": 0.93, "ml-vae-corrected": 0.56}
+H200_BLOCK_SETUP_S = 7.0
+
+
+def estimated_minutes(queue, device: str = "cuda") -> float | None:
+    """Minutes the blocks of ``queue`` should take on one H200 (None off a GPU: not measured)."""
+    if device != "cuda":
+        return None
+    seconds = sum(H200_BLOCK_SETUP_S + (hi - lo + 1) * H200_SECONDS_PER_SEED.get(p, H200_SECONDS_PER_SEED["cxvae"])
+                  for p, lo, hi in queue)
+    return seconds / 60
+
+
 def unkept(folder):
     """The (preset, seed) runs of study ``folder`` whose model it did not keep (``models/``)."""
     import pandas as pd
@@ -117,7 +133,9 @@ def run(args) -> None:
     if not queue:
         print("nothing to run", flush=True)
     else:
-        print("plan: " + ", ".join(f"{p} {lo}-{hi}" for p, lo, hi in queue), flush=True)
+        minutes = estimated_minutes(queue, args.device)
+        print("plan: " + ", ".join(f"{p} {lo}-{hi}" for p, lo, hi in queue)
+              + (f" (about {minutes:.0f} minutes on one H200)" if minutes is not None else ""), flush=True)
     session = ray_session(args.address) if args.engine == "ray" else contextlib.nullcontext()
     with session:
         for graphs in ([True, False] if args.cuda_graphs else [False]):

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "paper_study_gpu.py"
@@ -68,3 +69,12 @@ def test_redo_unkept_queues_only_the_runs_whose_model_the_folder_did_not_keep(tm
         (study / "models" / f"{name}.pt").write_bytes(b"")
     jobs = driver.jobs(tmp_path / "fresh", block=100, n_seeds=6, redo_unkept=study)
     assert jobs == [("cxvae", 2, 3), ("cxvae", 5, 5)]
+
+
+def test_the_plan_estimates_minutes_from_the_measured_blocks():
+    """Known answer: 60 CxVAE seeds and 90 ML-VAE seeds are two blocks of the measured seconds per
+    seed plus their set-up; an unmeasured preset counts as CxVAE; no estimate off a GPU."""
+    minutes = driver.estimated_minutes([("cxvae", 40, 99), ("ml-vae", 10, 99)])
+    assert minutes == pytest.approx((2 * 7.0 + 60 * 1.38 + 90 * 0.51) / 60)
+    assert driver.estimated_minutes([("cxvae-product", 0, 9)]) == pytest.approx((7.0 + 10 * 1.38) / 60)
+    assert driver.estimated_minutes([("cxvae", 0, 9)], device="cpu") is None
