@@ -18,7 +18,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 
 from .data import DataError
-from .tabular import GroupModel, fit
+from .tabular import PATIENCE_STEPS, GroupModel, fit
 
 __all__ = ["GroupVAERegressor", "NotFittedError"]
 
@@ -34,7 +34,9 @@ class GroupVAERegressor(BaseEstimator):
         group: the name of the group column of ``X``.
         covariates: columns of ``X`` to condition on (fixed effects); the other columns of
             ``X`` (besides ``group``) are ignored.
-        preset, epochs, batch_size, seed, device: as in :func:`cxvae.tabular.fit`.
+        preset, epochs, max_steps, valid, patience, batch_size, seed, device, dequantise: as in
+            :func:`cxvae.tabular.fit`, with its defaults (``epochs=None``: train until the
+            validation groups' bound stops improving, then calibrate the predictive variance).
         n_samples: draws per row for :meth:`predict`'s moments.
     Attributes (after ``fit``):
         model_: the :class:`cxvae.tabular.GroupModel`; values_: the modelled columns (``y``'s
@@ -42,10 +44,13 @@ class GroupVAERegressor(BaseEstimator):
     """
 
     def __init__(self, group: str = "group", covariates: Sequence[str] = (), preset: str = "cxvae",
-                 epochs: int = 100, batch_size: int = 16, seed: int = 0, device: str = "cpu",
-                 n_samples: int = 2000):
+                 epochs: Optional[int] = None, max_steps: Optional[int] = None, valid: Optional[float] = None,
+                 patience: int = PATIENCE_STEPS, batch_size: Optional[int] = None, seed: int = 0,
+                 device: str = "cpu", dequantise: Optional[bool] = None, n_samples: int = 2000):
         self.group, self.covariates, self.preset = group, covariates, preset
-        self.epochs, self.batch_size, self.seed, self.device, self.n_samples = epochs, batch_size, seed, device, n_samples
+        self.epochs, self.max_steps, self.valid, self.patience = epochs, max_steps, valid, patience
+        self.batch_size, self.seed, self.device = batch_size, seed, device
+        self.dequantise, self.n_samples = dequantise, n_samples
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -78,8 +83,9 @@ class GroupVAERegressor(BaseEstimator):
         frame = self._frame(X, y)
         covariates = [self.covariates] if isinstance(self.covariates, str) else list(self.covariates)
         self.model_: GroupModel = fit(frame, self.group, self.values_, covariates=covariates, preset=self.preset,
-                                      epochs=self.epochs, batch_size=self.batch_size, seed=self.seed,
-                                      device=self.device)
+                                      epochs=self.epochs, max_steps=self.max_steps, valid=self.valid,
+                                      patience=self.patience, batch_size=self.batch_size, seed=self.seed,
+                                      device=self.device, dequantise=self.dequantise)
         self.feature_names_in_ = [self.group, *covariates]
         self.n_features_in_ = len(self.feature_names_in_)
         return self

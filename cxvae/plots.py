@@ -30,7 +30,7 @@ __all__ = [
     "plot_product_bias", "plot_exam_scores", "plot_training_curves", "plot_metric_boxes",
     "plot_translation", "plot_strength", "plot_emergent_lines", "plot_holdout_nll", "plot_code_correlations",
     "plot_adjusted_ranking", "plot_translation_2d", "plot_soybean_codes", "plot_gap_parts",
-    "plot_table_bench",
+    "plot_table_bench", "plot_calibration",
 ]
 
 # Okabe & Ito (2008), "Color Universal Design"
@@ -726,4 +726,28 @@ def plot_table_bench(summary: pd.DataFrame, tolerance: float = 0.005) -> Figure:
             ax.invert_yaxis()
             ax.set(title=f"{split}: preset minus MixedLM", xlabel="holdout NLL difference (nats per row)")
         axes[0, -1].legend(loc="lower right", fontsize=7)
+    return fig
+
+
+def plot_calibration(table: pd.DataFrame) -> Figure:
+    """Observed against nominal coverage of central predictive intervals, one panel per value
+    column and one line per case (:func:`cxvae.tabular.coverage`'s table: ``case``, ``value``,
+    ``level``, ``coverage``, ``se``). Points on the diagonal are calibrated; above it the
+    intervals are too wide, below too narrow. Bars: ±2 binomial standard errors at the nominal
+    level (how far a calibrated model's coverage strays on this many rows)."""
+    values = list(dict.fromkeys(table["value"]))
+    cases = list(dict.fromkeys(table["case"]))
+    with matplotlib.rc_context(STYLE):
+        fig, axes = _figure(3.4 * len(values), 3.2, ncols=len(values), sharey=True)
+        for ax, value in zip(axes[0], values):
+            ax.plot([0, 1], [0, 1], color="#999999", linewidth=0.8, zorder=1)
+            for i, case in enumerate(cases):
+                part = table[(table["value"] == value) & (table["case"] == case)].sort_values("level")
+                if len(part):
+                    ax.errorbar(part["level"], part["coverage"], yerr=2 * part["se"], marker="o", capsize=2,
+                                color=OKABE_ITO[(i + 1) % len(OKABE_ITO)],
+                                label=f"{case} ({int(part['rows'].iloc[0])} rows)")
+            ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="nominal level", title=value, aspect="equal")
+            ax.legend(loc="lower right", fontsize=7)
+        axes[0, 0].set_ylabel("observed coverage")
     return fig

@@ -104,8 +104,10 @@ def load_table(name: str) -> pd.DataFrame:
 
 def _score_preset(train, hold, spec, covariates, preset, seed, epochs, batch_size) -> dict:
     start = time.perf_counter()
+    # dequantise=False: the tables are taken as this benchmark prepares them (ScotsSec's attainment
+    # takes 10 values, which fit would otherwise refuse; Chem97's score is dequantised by its spec)
     model = fit(train, spec.group, spec.response, covariates=covariates, preset=preset, epochs=epochs,
-                seed=seed, batch_size=batch_size)
+                seed=seed, batch_size=batch_size, dequantise=False)
     seconds = time.perf_counter() - start
     return dict(nll=model.holdout_nll(hold), seconds=seconds,
                 skipped_groups=int(model.history.skipped_groups.iloc[-1]))

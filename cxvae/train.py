@@ -19,14 +19,14 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .config import ConfigError, RunConfig
+from .config import ConfigError, RunConfig, require_int, require_real
 from .data import DataError, GroupBatchLoader, GroupedData, generate_exam_scores
 from .model import GroupVAE
 from .noise import TRAIN, VALID, seed_words, step_noise, word
 
 __all__ = ["resolve_device", "make_splits", "train", "train_seeds", "train_step", "stack_step", "adversarial_backward", "SeedStack", "GraphedStep", "make_optimisers", "make_step", "TrainResult",
            "TrainingDiverged", "clip_grad_norm_per_seed_", "clip_into_flat_",
-           "evaluate_neg_elbo", "save_checkpoint", "save_run"]
+           "evaluate_neg_elbo", "save_checkpoint", "save_run", "EarlyStopping"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -359,17 +359,47 @@ def _valid_neg_elbo(stack: SeedStack, data: GroupedData, batch_size: int = 1024)
     return total / n_obs
 
 
+@dataclass(frozen=True)
+class EarlyStopping:
+    """Train until the validation bound stops improving, within a budget of optimiser steps.
+
+    After every epoch the negative ELBO per observation of the ``'valid'`` split is computed
+    (the same noise in every pass, so two evaluations differ only by the weights). Training stops
+    once it has not improved by more than ``min_delta`` nats for ``patience`` steps (rounded up to
+    whole epochs), and the weights of the best evaluation are restored. The learning rate follows
+    the usual cosine decay, over ``max_steps`` (rounded up to whole epochs). A run that reaches
+    the budget while still improving is *not converged* (:attr:`TrainResult.converged`).
+    """
+
+    max_steps: int
+    patience: int = 600
+    min_delta: float = 1e-3
+
+    def __post_init__(self) -> None:
+        require_int("max_steps", self.max_steps, 1)
+        require_int("patience", self.patience, 1)
+        require_real("min_delta", self.min_delta, lambda v: v >= 0, ">= 0")
+
+
 @dataclass
 class TrainResult:
-    """A trained model, its per-epoch history and the wall time of training (seconds)."""
+    """A trained model, its per-epoch history and the wall time of training (seconds).
+
+    With :class:`EarlyStopping`: ``best_step`` is the step whose weights the model has (the best
+    validation bound) and ``converged`` says whether training stopped because the bound stopped
+    improving (False: the step budget ran out first). Without: ``best_step`` is the last step and
+    ``converged`` is None (not checked)."""
 
     model: GroupVAE
     history: pd.DataFrame
     seconds: float
     config: RunConfig
+    best_step: Optional[int] = None
+    converged: Optional[bool] = None
 
 
-def train(cfg: RunConfig, splits: Optional[Dict[str, GroupedData]] = None, progress: bool = True) -> TrainResult:
+def train(cfg: RunConfig, splits: Optional[Dict[str, GroupedData]] = None, progress: bool = True,
+          stopping: Optional[EarlyStopping] = None) -> TrainResult:
     """Train the model of ``cfg`` (seed ``cfg.seed``) on the training split and record the
     validation curve; the same as ``train_seeds(cfg, [cfg.seed])[0]``.
 
@@ -377,6 +407,8 @@ def train(cfg: RunConfig, splits: Optional[Dict[str, GroupedData]] = None, progr
         cfg: the run (model, data, optimisation, seed, device).
         splits: precomputed :func:`make_splits` output (made from ``cfg.data`` if None).
         progress: show a progress bar with the running loss.
+        stopping: stop early on the ``'valid'`` split's bound (:class:`EarlyStopping`; then
+            ``cfg.train.epochs`` is ignored and ``splits`` needs a ``'valid'`` entry).
     Returns:
         :class:`TrainResult`; ``history`` has one row per epoch with ``train_neg_elbo``,
         ``train_mi`` and ``valid_neg_elbo`` (per observation) and ``skipped_groups``: the groups
@@ -386,11 +418,12 @@ def train(cfg: RunConfig, splits: Optional[Dict[str, GroupedData]] = None, progr
         TrainingDiverged: if the loss becomes NaN or infinite (with where and what to try).
         DataError: if the data do not suit the model (e.g. fewer than 2 groups for a regulariser).
     """
-    return train_seeds(cfg, [cfg.seed], splits, progress)[0]
+    return train_seeds(cfg, [cfg.seed], splits, progress, stopping=stopping)[0]
 
 
 def train_seeds(cfg: RunConfig, seeds: Sequence[int], splits: Optional[Dict[str, GroupedData]] = None,
-                progress: bool = True, cuda_graphs: bool = False) -> List[TrainResult]:
+                progress: bool = True, cuda_graphs: bool = False,
+                stopping: Optional[EarlyStopping] = None) -> List[TrainResult]:
     """Train one model per seed of ``seeds`` at once (a :class:`SeedStack`), each exactly as
     :func:`train` would train it alone; ``cfg.seed`` is ignored.
 
@@ -402,6 +435,8 @@ def train_seeds(cfg: RunConfig, seeds: Sequence[int], splits: Optional[Dict[str,
     With a regulariser, a last batch of one group joins the batch before it (a batch needs
     ``cfg.model.min_batch_groups``); until commit ``e5a822c`` it was a step of its own, whose
     critic compared the group with itself.
+    ``stopping``: :class:`EarlyStopping` on the ``'valid'`` split, each seed on its own bound
+    (training goes on while any seed still improves; each gets its own best weights back).
     """
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
@@ -419,7 +454,10 @@ def train_seeds(cfg: RunConfig, seeds: Sequence[int], splits: Optional[Dict[str,
     loader = GroupBatchLoader(data_on_device, tc.batch_size, shuffle=True, bucket=True, k_multiple=8 if cuda_graphs else 1,
                               drop_last=train_data.n_groups >= 2 * tc.batch_size, seed=tc.shuffle_seed,
                               min_batch=cfg.model.min_batch_groups)
-    total_steps = max(1, tc.epochs * len(loader))
+    if stopping is not None and valid_data is None:
+        raise DataError("early stopping needs a 'valid' split of groups to watch")
+    epochs = tc.epochs if stopping is None else max(1, math.ceil(stopping.max_steps / len(loader)))
+    total_steps = max(1, epochs * len(loader))
     opt, critic_opt, schedulers = make_optimisers(stack, tc, total_steps, cuda_graphs)
     train_step_fn = make_step(stack, opt, critic_opt, tc, cuda_graphs)
 
@@ -428,7 +466,12 @@ def train_seeds(cfg: RunConfig, seeds: Sequence[int], splits: Optional[Dict[str,
     label = f"{cfg.preset} seed {seeds[0]}" if len(seeds) == 1 else f"{cfg.preset} {len(seeds)} seeds"
     bar = tqdm(total=total_steps, desc=label, disable=not progress, leave=False)
     step = 0
-    for epoch in range(1, tc.epochs + 1):
+    if stopping is not None:
+        patience_epochs = max(1, math.ceil(stopping.patience / len(loader)))
+        best = [math.inf] * len(seeds)  # the best bound so far, its step and its weights
+        best_step, best_state = [0] * len(seeds), [None] * len(seeds)
+        last_gain = [0] * len(seeds)  # the epoch of the last improvement by more than min_delta
+    for epoch in range(1, epochs + 1):
         sum_loss = torch.zeros(len(seeds), device=device)
         sum_mi = torch.zeros(len(seeds), device=device)
         skipped = torch.zeros((), dtype=torch.long, device=device)  # summed on the device: no sync a step
@@ -444,7 +487,8 @@ def train_seeds(cfg: RunConfig, seeds: Sequence[int], splits: Optional[Dict[str,
             n_batches += 1
             step += 1
             if progress and (step % 20 == 0 or step == total_steps):
-                bar.set_postfix(loss=f"{float(out['neg_elbo'].mean()):.3f}", mi=f"{float(out['mi'].mean()):.3f}")
+                bar.set_postfix(loss=f"{float(out['neg_elbo'].detach().mean()):.3f}",
+                                mi=f"{float(out['mi'].detach().mean()):.3f}")
             bar.update(1)
         train_loss = (sum_loss / max(n_batches, 1)).tolist()
         bad = [s for s, loss in zip(seeds, train_loss) if not math.isfinite(loss)]
@@ -460,10 +504,28 @@ def train_seeds(cfg: RunConfig, seeds: Sequence[int], splits: Optional[Dict[str,
             histories[i].append(dict(epoch=epoch, step=step, train_neg_elbo=train_loss[i], train_mi=train_mi[i],
                                      valid_neg_elbo=valid[i], skipped_groups=int(skipped),
                                      seconds=time.perf_counter() - start))
+        if stopping is not None:
+            for i in range(len(seeds)):
+                if valid[i] < best[i] - stopping.min_delta:
+                    last_gain[i] = epoch
+                if valid[i] < best[i]:
+                    best[i], best_step[i] = valid[i], step
+                    best_state[i] = [flat[i].clone() for flat in (stack.vae_flat, stack.critic_flat) if len(flat)]
+            if all(epoch - g >= patience_epochs for g in last_gain):
+                break
     bar.close()
+    converged = [None] * len(seeds)
+    if stopping is not None:
+        with torch.no_grad():
+            for i in range(len(seeds)):
+                for flat, saved in zip([f for f in (stack.vae_flat, stack.critic_flat) if len(f)], best_state[i] or []):
+                    flat[i].copy_(saved)  # no best state: the bound was never finite, the last weights stay
+        converged = [epoch - g >= patience_epochs for g in last_gain]
+    else:
+        best_step = [step] * len(seeds)
     seconds = (time.perf_counter() - start) / len(seeds)
-    return [TrainResult(stack.model(i), pd.DataFrame(histories[i]), seconds, dataclasses.replace(cfg, seed=seed))
-            for i, seed in enumerate(seeds)]
+    return [TrainResult(stack.model(i), pd.DataFrame(histories[i]), seconds, dataclasses.replace(cfg, seed=seed),
+                        best_step[i], converged[i]) for i, seed in enumerate(seeds)]
 
 
 def _check_splits(splits, cfg: RunConfig) -> None:
@@ -488,13 +550,14 @@ def _check_splits(splits, cfg: RunConfig) -> None:
                           f"batch; use a batch size of at least {cfg.model.min_batch_groups} (got {cfg.train.batch_size})")
 
 
-def save_checkpoint(path, model: GroupVAE, cfg: RunConfig) -> None:
+def save_checkpoint(path, model: GroupVAE, cfg: RunConfig, extra: Optional[Dict[str, object]] = None) -> None:
     """Write ``{'config_json': str, 'state_dict': ...}``, loadable with ``weights_only=True``
-    (:func:`cxvae.model.load_model`); written to a temporary file first, then renamed."""
+    (:func:`cxvae.model.load_model`); written to a temporary file first, then renamed.
+    ``extra``: more entries of the same kinds (strings, tensors), e.g. a saved table model's."""
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save({"config_json": cfg.to_json(), "state_dict": state}, tmp)
+    torch.save({**(extra or {}), "config_json": cfg.to_json(), "state_dict": state}, tmp)
     os.replace(tmp, path)
 
 
