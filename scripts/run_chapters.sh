@@ -10,7 +10,9 @@ chapters=("$@")
 for md in "${chapters[@]}"; do
     nb="${md%.md}.ipynb"
     echo ">> $md"
-    jupytext --sync "$md" >/dev/null
+    # the .md is the source: the notebook is made from it afresh (papermill fills every output).
+    # `jupytext --sync` would keep the old notebook's cell metadata (tags such as remove-input).
+    jupytext --to ipynb "$md" >/dev/null
     papermill --cwd book "$nb" "$nb" --log-level WARNING
     jupytext --sync "$md" >/dev/null   # keep the pair's timestamps in order
 done
