@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from cxvae import store
+from cxvae.cli import main
 from cxvae.config import ConfigError, make_run_config
 from cxvae.metrics import METRICS
 from studies import run_row, write_study
@@ -46,6 +47,61 @@ def _damaged_folder(tmp_path) -> Path:
     text = (folder / "runs.csv").read_text()
     (folder / "runs.csv").write_text(text[:text.rindex("\n", 0, -1) + len("\nml-vae,5,smoke,1.0")])
     return folder
+
+
+def test_check_reports_a_healthy_folder_and_exits_0(tmp_path, capsys):
+    folder = write_study(tmp_path / "study", [("ml-vae", 0), ("ml-vae", 1), ("gvae", 3)])
+    (folder / "histories" / "gvae-3.csv").unlink()
+    assert main(["check", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "3 sound run(s) at smoke scale" in out and "ml-vae: 2 seed(s) (0-1)" in out and "gvae: 1 seed(s) (3)" in out
+    assert "1 run(s) without a curve (histories/): gvae-3" in out and "3 run(s) without a model" in out
+    assert "oracle: none" in out and out.strip().endswith("healthy")
+
+
+def test_check_names_each_damaged_row_exits_1_and_sets_them_aside(tmp_path, capsys):
+    """Each damaged row with why; --set-aside moves them to runs.damaged.csv (appending, one header)
+    and keeps every sound row byte for byte; the folder is then healthy and its runs unfinished."""
+    folder = _damaged_folder(tmp_path)
+    lines = (folder / "runs.csv").read_text().split("\n")
+    assert main(["check", str(folder)]) == 1
+    out = capsys.readouterr().out
+    assert "4 sound run(s) at smoke scale" in out and "ml-vae: 4 seed(s) (0-3)" in out
+    assert "3 damaged row(s)" in out and out.strip().endswith("damaged")
+    assert "line 5 (ml-vae seed 1): a second row of ml-vae seed 1 (the first is line 3)" in out
+    assert "line 6 (ml-vae seed 4): scale 'study', where the folder's is 'smoke' (config.json)" in out
+    assert "line 8 (ml-vae seed 5): " in out and "cut off" in out
+    assert store.finished(folder) == {("ml-vae", s) for s in range(4)}
+
+    assert main(["check", str(folder), "--set-aside"]) == 0
+    assert "moved 3 damaged row(s)" in capsys.readouterr().out
+    assert (folder / "runs.csv").read_text().split("\n") == [lines[i] for i in (0, 1, 2, 3, 6)] + [""]
+    aside = (folder / "runs.damaged.csv").read_text().splitlines()
+    assert aside == [lines[0], lines[4], lines[5], lines[7]]
+    assert main(["check", str(folder)]) == 0
+    capsys.readouterr()
+
+    with open(folder / "runs.csv", "a") as handle:  # damaged again: appended under the one header
+        handle.write(lines[1] + "\n")
+    assert [str(d) for d in store.set_aside(folder)] == [
+        "line 6 (ml-vae seed 0): a second row of ml-vae seed 0 (the first is line 2)"]
+    assert (folder / "runs.damaged.csv").read_text().splitlines() == aside + [lines[1]]
+
+
+def test_check_of_a_foreign_table_or_a_damaged_oracle_exits_1(tmp_path, capsys):
+    folder = tmp_path / "foreign"
+    folder.mkdir()
+    (folder / "runs.csv").write_text("preset,seed,holdout_nll\nml-vae,0,1.0\n")
+    assert main(["check", str(folder)]) == 1
+    assert "lacks the column(s) scale" in capsys.readouterr().out
+    folder = write_study(tmp_path / "study", [("ml-vae", 0)])
+    (folder / "oracle.csv").write_text("preset,seed,scale," + ",".join(METRICS) + "\noracle,-1,smoke,x"
+                                       + ",1" * (len(METRICS) - 1) + "\n")
+    assert main(["check", str(folder)]) == 1
+    assert "recon_mse is 'x', not a finite number" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="oracle.csv is damaged"):
+        store.read_study(folder)
+    assert main(["check", str(tmp_path / "nowhere")]) == 2
 
 
 def test_damaged_rows_are_named_not_counted_and_set_aside(tmp_path):
