@@ -1,6 +1,6 @@
 """The ``cxvae`` command line: ``cxvae train``, ``cxvae evaluate``, ``cxvae sweep``, ``cxvae oracle``,
 ``cxvae summary``, ``cxvae gap``, ``cxvae decompose``, ``cxvae strength``, ``cxvae bench``, ``cxvae merge``,
-``cxvae rescore`` and ``cxvae table-bench``. ``cxvae sweep`` and ``cxvae strength`` train in this
+``cxvae rescore``, ``cxvae check`` and ``cxvae table-bench``. ``cxvae sweep`` and ``cxvae strength`` train in this
 process or, with ``--engine ray``, on a Ray cluster (:mod:`cxvae.engine`).
 
 Run ``cxvae COMMAND --help`` for the options of each command.
@@ -172,6 +172,44 @@ def _cmd_merge(args) -> int:
     return 0
 
 
+def health_report(health) -> str:
+    """What ``cxvae check`` prints of a :class:`cxvae.store.Health`: the sound runs by preset and
+    seeds, the oracle, runs without a curve or a model, problems and damaged rows (with why)."""
+    from .runner import format_seeds
+    from .store import DAMAGED_CSV, RUNS_CSV
+
+    folder, lines = health.folder, []
+    if health.runs is not None:
+        scale = f" at {health.scale} scale" if health.scale else ""
+        lines.append(f"{folder}: {len(health.runs)} sound run(s){scale}")
+        for preset, seeds in health.runs.groupby("preset", sort=False).seed:
+            lines.append(f"  {preset}: {len(seeds)} seed(s) ({format_seeds(seeds)})")
+        lines.append(f"  oracle: {health.oracle}")
+        for what, names in (("a curve (histories/)", health.no_curve), ("a model (models/)", health.no_model)):
+            if names:
+                lines.append(f"  {len(names)} run(s) without {what}: {', '.join(names[:6])}{' ...' if len(names) > 6 else ''}")
+    lines += [f"problem: {p}" for p in health.problems]
+    if health.damaged:
+        lines.append(f"{len(health.damaged)} damaged row(s) in {folder / RUNS_CSV}, which do not count:")
+        lines += [f"  {d}" for d in health.damaged]
+        lines.append(f"(`cxvae check {folder} --set-aside` moves them to {DAMAGED_CSV}; the next sweep runs them again)")
+    lines.append("healthy" if health.healthy else "damaged")
+    return "\n".join(lines)
+
+
+def _cmd_check(args) -> int:
+    from .store import DAMAGED_CSV, check, set_aside
+
+    health = check(args.folder)
+    print(health_report(health))
+    if args.set_aside and health.damaged:
+        moved = set_aside(args.folder)
+        print(f"moved {len(moved)} damaged row(s) to {Path(args.folder) / DAMAGED_CSV}; the next sweep runs them again")
+        health = check(args.folder)
+        print("healthy" if health.healthy else "damaged")
+    return 0 if health.healthy else 1
+
+
 def _cmd_strength(args) -> int:
     from .runner import parse_seeds
     from .strength import strength_study, summarise_strength
@@ -341,6 +379,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--out", default="results/tabular_benchmark")
     p.set_defaults(func=_cmd_table_bench)
+
+    p = sub.add_parser("check", help="a study folder's health: its runs, damaged rows (exit 1) and missing files")
+    p.add_argument("folder", help="a study folder with runs.csv (e.g. results/paper)")
+    p.add_argument("--set-aside", action="store_true",
+                   help="move damaged rows to runs.damaged.csv, so that the next sweep runs them again")
+    p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("summary", help="print the median [95%% interval] table of a study folder")
     p.add_argument("--out", default="results/sweep")

@@ -10,8 +10,8 @@ runs, models included, to this process, the driver, which writes each run's row,
 into the study folder as the task's result comes: workers never write to the folder, so a cluster
 needs no shared disk, and the folder's layout is the in-process sweep's.
 
-Loss-free as the in-process sweep is: the driver writes a row only whole and atomically
-(:func:`~cxvae.runner.append_row`) and never one that ``runs.csv`` already holds; a task whose
+Loss-free as the in-process sweep is: the driver writes a run only whole and atomically, and
+never one that ``runs.csv`` already holds (:func:`~cxvae.store.save_run`); a task whose
 worker dies is retried (``MAX_RETRIES`` times) by Ray; a task that fails (an error in it, or a
 worker lost more often than that) is reported with its preset, seeds and error once the other
 tasks have been collected (:class:`TaskFailed`); and a driver killed mid-study keeps every row it
@@ -110,17 +110,17 @@ def run_block(cfg, seeds: List[int], splits, cuda_graphs: bool = False, together
     in-process sweep does; returns ``([(result, metrics, score_seconds), ...], provenance)``, the
     models on the CPU. ``splits`` are the sweep's data (moved to the task's device);
     ``threads``: torch's thread count (the task's CPUs)."""
-    from .runner import _scored, provenance
+    from .runner import provenance, scored
     from .train import resolve_device, train_seeds
 
     torch.set_num_threads(threads)
     device = resolve_device(cfg.device)
     splits = {k: v.to(device) for k, v in splits.items()}
     results = train_seeds(cfg, seeds, splits, progress=False, cuda_graphs=cuda_graphs)
-    scored = list(_scored(results, splits, together))
-    for result, _, _ in scored:
+    runs = list(scored(results, splits, together))
+    for result, _, _ in runs:
         result.model.cpu()
-    return scored, provenance(device)
+    return runs, provenance(device)
 
 
 def _error_line(err: BaseException) -> str:
@@ -159,7 +159,8 @@ def run_on_ray(plans, cuda_graphs: bool = False, together: bool = False, task_cp
     blocks that failed, after every other block's runs were written."""
     import ray
 
-    from .runner import _finished, _save_run, format_seeds
+    from .runner import format_seeds
+    from .store import save_run
 
     submit, stored = {}, {}
     for plan in plans:
@@ -191,10 +192,8 @@ def run_on_ray(plans, cuda_graphs: bool = False, together: bool = False, task_cp
                 failures.append(f"{preset} seeds {format_seeds(block)}: {_error_line(err)}")
                 bar.write(f"failed: {failures[-1]}")
                 continue
-            done = _finished(plan.runs_path)
             for result, metrics, seconds in scored:
-                if (preset, result.config.seed) not in done:  # another sweep sharing the folder wrote it
-                    _save_run(result, metrics, seconds, plan.out, prov)
+                save_run(plan.out, result, metrics, seconds, prov)  # not if another sweep sharing the folder did
             bar.update(len(scored))
     finally:
         bar.close()

@@ -237,16 +237,15 @@ def decompose_study(study, out, preset: str = "cxvae", seeds=None, progress: boo
     there) and writes ``out/config.json`` with the command's settings and provenance.
     Returns the table.
     """
-    import json
     from pathlib import Path
 
     import pandas as pd
 
     from .metrics import evaluate_many
-    from .runner import append_row, probe_config, provenance
+    from .runner import probe_config, provenance
+    from .store import append_row, make_folder, write_json
 
-    study, out = Path(study), Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    study, out = Path(study), make_folder(out)
     kept = sorted(int(p.stem.rsplit("-", 1)[1]) for p in (study / "models").glob(f"{preset}-*.pt")
                   if p.stem.rsplit("-", 1)[0] == preset)
     seeds = kept if seeds is None else [s for s in seeds if s in kept]
@@ -254,9 +253,9 @@ def decompose_study(study, out, preset: str = "cxvae", seeds=None, progress: boo
         raise DataError(f"no kept {preset} models in {study / 'models'} for the seeds asked")
     table_path = out / "decomposition.csv"
     done = set(pd.read_csv(table_path).seed) if table_path.exists() else set()
-    (out / "config.json").write_text(json.dumps(dict(
+    write_json(out / "config.json", dict(
         command=f"cxvae decompose {study} --preset {preset} --out {out}", study=str(study), preset=preset,
-        steps=STEPS, provenance=provenance(torch.device("cpu"))), indent=2) + "\n")
+        steps=STEPS, provenance=provenance(torch.device("cpu"))))
     pending = [s for s in seeds if s not in done]
     for seed, model, cfg, splits, oracle in _kept_models(study, preset, pending, f"decompose {preset}", progress):
         scorers = [PluginScorer(model, oracle, n_samples=cfg.eval.iwae_samples, **kw) for kw in STEPS.values()]
@@ -284,7 +283,8 @@ def amortisation_study(study, out, preset: str = "cxvae", seeds=(0,), refine=Non
     import pandas as pd
 
     from .metrics import evaluate_many
-    from .runner import append_row, probe_config
+    from .runner import probe_config
+    from .store import append_row
 
     study, out, refine = Path(study), Path(out), dict(REFINE if refine is None else refine)
     out.mkdir(parents=True, exist_ok=True)
@@ -312,7 +312,8 @@ def rescore_gap_probes(study, out, progress: bool = True):
     import numpy as np
     import pandas as pd
 
-    from .runner import LEGACY_PROBES, closed_form_probes, with_rescored_probe, write_csv
+    from .runner import LEGACY_PROBES, closed_form_probes, with_rescored_probe
+    from .store import write_csv
 
     study, out, found = Path(study), Path(out), {}
     for name, steps in (("decomposition.csv", STEPS), ("amortisation.csv", AMORTISATION_STEPS)):

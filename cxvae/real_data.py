@@ -35,6 +35,7 @@ import torch
 
 from .mixed import compare_presets, fit_mixed, multiple_correlation, rank_agreement
 from .runner import format_seeds, parse_seeds, provenance
+from .store import write_json
 from .tabular import fit, group_structure, load_exam, load_soybean, split_within_groups
 from .train import resolve_device
 
@@ -214,7 +215,7 @@ def run_real_data_study(out="results/real_data/smoke", smoke: bool = True, seeds
                           f"seeds={seeds}, presets={list(presets)}, device={device!r}, epochs={epochs}, n_boot={settings['n_boot']})")
     config = dict(study="real_data", settings=settings, command=command, files=FILES,
                   seconds=round(time.time() - start, 1), provenance=provenance(resolve_device(device)))
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    write_json(out / "config.json", config)
     return read_real_data_study(out)
 
 

@@ -1,26 +1,22 @@
 """Experiments: train-and-score many (preset, seed) runs, the oracle row, and the summary table.
 
-A study folder (e.g. ``results/figure4/``) holds
+A sweep writes into a study folder (e.g. ``results/paper/``), whose files and their format
+:mod:`cxvae.store` owns: ``runs.csv`` (one row per run: every metric of
+:data:`cxvae.metrics.METRICS`, times, final losses and provenance), ``oracle.csv``,
+``config.json``, ``histories/`` and ``models/``; :func:`posterior_gap_study` adds
+``posterior_gap.csv`` (each model's group posterior against the exact one,
+:func:`cxvae.bias.group_posterior_gap`).
 
-* ``runs.csv`` — one tidy row per (preset, seed): every metric of :data:`cxvae.metrics.METRICS`,
-  training and scoring time, final training losses, device, library version and git commit;
-* ``oracle.csv`` — the same metrics for the exact Bayes-optimal reference;
-* ``config.json`` — the resolved configuration of every preset in the study and the commands;
-* ``histories/<preset>-<seed>.csv`` — the per-epoch training curve of each run;
-* ``models/<preset>-<seed>.pt`` — each trained model (``cxvae.model.load_model``);
-* ``posterior_gap.csv`` — written by :func:`posterior_gap_study`: each model's group posterior
-  against the exact one (:func:`cxvae.bias.group_posterior_gap`).
-
-Rows are appended atomically (the whole CSV is rewritten to a temporary file, then renamed), so a
-killed sweep loses at most the run in progress, and rerunning it skips the finished rows. A sweep
+Each run is saved whole and atomically, and only if no sound row of it is there yet
+(:func:`cxvae.store.save_run`), so a killed sweep loses at most the run in progress, rerunning it
+skips the finished rows, and several sweeps can share a folder. Every row is checked when read: a
+damaged row does not count, so a sweep runs it again (:func:`cxvae.store.inspect_runs`). A sweep
 trains in this process or, with ``engine='ray'``, as Ray tasks whose results this process writes
 (:mod:`cxvae.engine`).
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import json
 import os
 import platform
@@ -44,14 +40,15 @@ from .config import ConfigError, RunConfig, check_seed, make_run_config
 from .evaluation import ModelScorer
 from .metrics import METRICS, ProbeConfig, evaluate_many, u_probe_mse, v_probe_mse
 from .oracle import ExamScoresOracle
-from .train import make_splits, resolve_device, save_checkpoint, train_seeds
+from .store import (CONFIG_JSON, ORACLE_CSV, RUNS_CSV, append_row, config_differences, finished, fs_errors,
+                    inspect_runs, locked, make_folder, open_study, read_config, read_study, read_table, replace_csv,
+                    replace_text, save_run, write_csv, write_json, write_table)
+from .train import make_splits, resolve_device, train_seeds
 
 __all__ = ["parse_seeds", "format_seeds", "provenance", "append_row", "score", "sweep", "run_oracle", "summarise",
            "compare_to", "read_study", "plan_sweep", "sweep_configs", "SweepPlan", "study_command", "load_or_run",
-           "probe_config", "merge_study", "short_of_seeds", "made_on_cpu_only", "rescore", "LEGACY_PROBES", "closed_form_probes", "with_rescored_probe", "write_csv", "run_history",
-           "study_provenance", "made_by", "PAPER_SEEDS"]
-
-RUNS_CSV, ORACLE_CSV, CONFIG_JSON = "runs.csv", "oracle.csv", "config.json"
+           "probe_config", "merge_study", "short_of_seeds", "made_on_cpu_only", "rescore", "LEGACY_PROBES", "closed_form_probes", "with_rescored_probe", "run_history",
+           "study_provenance", "made_by", "PAPER_SEEDS", "score_many", "scored", "score_and_save"]
 PAPER_SEEDS = 100  # random initialisations per model in the paper's Figures 4 and 5
 
 
@@ -116,64 +113,6 @@ def provenance(device: torch.device) -> Dict[str, str]:
                 python=platform.python_version(), device=name)
 
 
-@contextlib.contextmanager
-def _locked(path: Path):
-    """An exclusive lock on ``path.lock``, so several sweeps can share one study folder."""
-    with open(path.with_name(path.name + ".lock"), "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _read_table(path: Path, columns: Sequence[str] = ("preset", "seed")) -> pd.DataFrame:
-    """A study's CSV with ``columns``; an empty, unreadable or foreign file is a one-line
-    ConfigError naming it, not a pandas traceback (a header-only table is an empty DataFrame)."""
-    try:
-        table = pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        raise ConfigError(f"{path} is empty (not even a header line)") from None
-    except pd.errors.ParserError as err:
-        raise ConfigError(f"cannot read {path}: {str(err).strip()}") from None
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise ConfigError(f"{path} has no {', '.join(map(repr, missing))} column; is it a table that cxvae wrote?")
-    return table
-
-
-def _finished(runs_path: Path) -> set:
-    if not runs_path.exists():
-        return set()
-    prev = _read_table(runs_path)
-    return set(zip(prev["preset"], prev["seed"].astype(int)))
-
-
-def append_row(path, row: Dict) -> pd.DataFrame:
-    """Append ``row`` to the CSV at ``path`` atomically and under a lock; returns the whole table."""
-    path = Path(path)
-    with _locked(path):
-        table = pd.read_csv(path) if path.exists() else pd.DataFrame()
-        table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)
-        _replace_csv(table, path)
-    return table
-
-
-def write_csv(table: pd.DataFrame, path) -> None:
-    """Write ``table`` to the CSV at ``path`` atomically and under its lock."""
-    path = Path(path)
-    with _locked(path):
-        _replace_csv(table, path)
-
-
-def _replace_csv(table: pd.DataFrame, path: Path) -> None:
-    """Write ``table`` to ``path`` atomically: a temporary file, then a rename (the caller holds
-    the lock), so a reader never sees half a table."""
-    tmp = path.with_name(path.name + ".tmp")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-
-
 def probe_config(cfg: RunConfig) -> ProbeConfig:
     """The probes' fixed budget of a run config (``cfg.eval``) as a :class:`ProbeConfig`."""
     return ProbeConfig(steps=cfg.eval.probe_steps, max_train=cfg.eval.probe_max_train, seed=cfg.eval.probe_seed)
@@ -190,46 +129,6 @@ def score_many(scorers: Sequence, cfg: RunConfig, splits) -> List[Dict[str, floa
     train on the device that holds ``splits``."""
     return evaluate_many(scorers, splits["train"], splits["holdout"], translation_seed=cfg.eval.translation_seed,
                          probe=probe_config(cfg), probe_device=splits["holdout"].x.device)
-
-
-def _write_config(out: Path, configs: Dict[str, RunConfig], command: str) -> None:
-    """Write config.json; refuse to mix data or scale settings with an existing study."""
-    resolved = {name: {k: v for k, v in c.to_dict().items() if k != "seed"} for name, c in configs.items()}
-    path = out / CONFIG_JSON
-    with _locked(path):
-        _merge_config(path, out, resolved, command)
-
-
-def _config_differences(before: Dict, now: Dict, where=("there", "now")) -> List[str]:
-    """How a preset's resolved configuration ``now`` differs from ``before`` (its data, training,
-    model and evaluation settings; the device may differ): ``['train.lr: 0.001 there, 0.002 now']``,
-    ``where`` naming the two sides (e.g. ``('in study', 'in copy')``)."""
-    return [f"{section}.{key}: {before.get(section, {}).get(key, 'missing')!r} {where[0]}, {value!r} {where[1]}"
-            for section in ("data", "train", "model", "eval") for key, value in now[section].items()
-            if before.get(section, {}).get(key, "missing") != value]
-
-
-def _merge_config(path: Path, out: Path, resolved: Dict, command: str) -> None:
-    if path.exists():
-        old = json.loads(path.read_text())
-        for name, c in resolved.items():
-            before = old.get("presets", {}).get(name)
-            if before is None:
-                continue
-            differ = _config_differences(before, c)
-            if differ:
-                raise ConfigError(f"{out} already holds {name!r} runs with a different configuration "
-                                  f"({'; '.join(differ)}); use another --out folder")
-        old.setdefault("presets", {}).update(resolved)
-        old.setdefault("commands", [])
-        if command not in old["commands"]:
-            old["commands"].append(command)
-        resolved_doc = old
-    else:
-        resolved_doc = dict(presets=resolved, commands=[command])
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(resolved_doc, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 def sweep(presets: Sequence[str], seeds: Iterable[int], scale: str = "smoke", device: str = "auto",
@@ -264,7 +163,7 @@ def sweep(presets: Sequence[str], seeds: Iterable[int], scale: str = "smoke", de
             plan = plan_sweep(configs, seeds, out, command, stack, torch.device("cpu"))
             engines.run_on_ray([plan], cuda_graphs=cuda_graphs, together=score_together, task_cpus=task_cpus,
                                task_gpus=task_gpus, progress=progress)
-        return pd.read_csv(plan.runs_path) if plan.runs_path.exists() else pd.DataFrame()
+        return _sound_runs(plan.runs_path)
     dev = resolve_device(device)
     if cuda_graphs and dev.type != "cuda":
         raise ConfigError(f"cuda_graphs needs a CUDA device; this sweep is on {dev} (drop --cuda-graphs)")
@@ -273,14 +172,19 @@ def sweep(presets: Sequence[str], seeds: Iterable[int], scale: str = "smoke", de
     prov = provenance(dev)
     bar = tqdm(total=plan.n_runs, desc="sweep", disable=not progress or not plan.n_runs)
     for preset, block in plan.blocks:
-        block = [s for s in block if (preset, s) not in _finished(runs_path)]
+        block = [s for s in block if (preset, s) not in finished(runs_path)]
         if not block:  # another sweep sharing the folder did them
             continue
         results = train_seeds(plan.config(preset, block[0]), block, splits, progress=False, cuda_graphs=cuda_graphs)
-        _score_and_save(results, splits, out, prov, together=score_together)
+        score_and_save(results, splits, out, prov, together=score_together)
         bar.update(len(results))
     bar.close()
-    return pd.read_csv(runs_path) if runs_path.exists() else pd.DataFrame()
+    return _sound_runs(runs_path)
+
+
+def _sound_runs(runs_path: Path) -> pd.DataFrame:
+    """The sound rows of ``runs_path`` (:func:`cxvae.store.inspect_runs`); empty without the file."""
+    return inspect_runs(runs_path).runs if runs_path.exists() else pd.DataFrame()
 
 
 @dataclass
@@ -319,13 +223,13 @@ def sweep_configs(presets: Sequence[str], seeds: Sequence[int], scale: str, devi
 def plan_sweep(configs: Dict[str, RunConfig], seeds: Sequence[int], out, command: str, stack: int,
                device: torch.device) -> SweepPlan:
     """Make the folder ``out``, record ``command`` and the presets' ``configs`` in its config.json
-    (refusing another configuration of a preset already there), and plan the runs it lacks: per
+    (refusing another scale than its runs' or another configuration of a preset already there),
+    set its damaged rows aside (:func:`cxvae.store.open_study`) and plan the runs it lacks: per
     preset, its pending ``seeds`` in blocks of ``stack``. The data are made on ``device``."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    _write_config(out, configs, command)
+    open_study(out, configs, command)
     runs_path = out / RUNS_CSV
-    done = _finished(runs_path)
+    done = finished(runs_path)
     blocks = []
     for preset in configs:
         pending = [s for s in seeds if (preset, s) not in done]
@@ -334,7 +238,7 @@ def plan_sweep(configs: Dict[str, RunConfig], seeds: Sequence[int], out, command
     return SweepPlan(out, runs_path, configs, blocks, splits)
 
 
-def _scored(results, splits, together: bool = False):
+def scored(results, splits, together: bool = False):
     """Score trained runs on the holdout groups, yielding ``(result, metrics, score_seconds)`` for
     each as soon as it is scored. ``together``: all runs at once (:func:`score_many`), each run's
     ``score_seconds`` then being the shared time divided by the number of runs."""
@@ -347,25 +251,11 @@ def _scored(results, splits, together: bool = False):
             yield result, m, seconds
 
 
-def _score_and_save(results, splits, out: Path, prov: Dict[str, str], together: bool = False) -> None:
-    """Score trained runs (:func:`_scored`) and save each run's row, curve and model as soon as it
-    is scored."""
-    for result, m, seconds in _scored(results, splits, together):
-        _save_run(result, m, seconds, out, prov)
-
-
-def _save_run(result, metrics: Dict[str, float], score_seconds: float, out: Path, prov: Dict[str, str]) -> None:
-    cfg, preset, seed = result.config, result.config.preset, result.config.seed
-    last = result.history.iloc[-1]
-    for sub in ("histories", "models"):
-        (out / sub).mkdir(exist_ok=True)
-    result.history.assign(preset=preset, seed=seed).to_csv(out / "histories" / f"{preset}-{seed}.csv", index=False)
-    save_checkpoint(out / "models" / f"{preset}-{seed}.pt", result.model, cfg)  # for later analyses
-    append_row(out / RUNS_CSV, dict(preset=preset, seed=seed, scale=cfg.scale, **metrics,
-                                    final_train_neg_elbo=float(last.train_neg_elbo),
-                                    final_valid_neg_elbo=float(last.valid_neg_elbo),
-                                    train_seconds=round(result.seconds, 2),
-                                    score_seconds=round(score_seconds, 2), **prov))
+def score_and_save(results, splits, out: Path, prov: Dict[str, str], together: bool = False) -> None:
+    """Score trained runs (:func:`scored`) and save each run's row, curve and model as soon as it
+    is scored (:func:`cxvae.store.save_run`: not if another sweep saved the run meanwhile)."""
+    for result, m, seconds in scored(results, splits, together):
+        save_run(out, result, m, seconds, prov)
 
 
 def run_oracle(scale: str = "smoke", out="results/sweep", noise_std: Optional[float] = None,
@@ -375,8 +265,7 @@ def run_oracle(scale: str = "smoke", out="results/sweep", noise_std: Optional[fl
     The oracle's codes are exact posterior means (group: ``(E[mu|x], E[|sigma| |x])``, instance:
     ``E[v_k|x]``) and go through the same probes as learned codes; its likelihood is exact.
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_folder(out)
     cfg = make_run_config("cxvae", scale=scale, device="cpu", **(overrides or {}))
     splits = make_splits(cfg.data)
     t0 = time.perf_counter()
@@ -385,7 +274,7 @@ def run_oracle(scale: str = "smoke", out="results/sweep", noise_std: Optional[fl
     metrics = score(oracle, cfg, splits)
     row = dict(preset="oracle", seed=-1, scale=scale, **metrics, score_seconds=round(time.perf_counter() - t0, 2),
                **provenance(torch.device("cpu")))
-    pd.DataFrame([row]).to_csv(out / ORACLE_CSV, index=False)
+    write_csv(pd.DataFrame([row]), out / ORACLE_CSV)
     return metrics
 
 
@@ -420,39 +309,44 @@ def merge_study(src, dest, replace: bool = False) -> pd.DataFrame:
     (``histories/``) and models (``models/``, where ``src`` has them) are copied. Each recorded
     ``cxvae sweep`` command of ``src`` whose runs are now all in ``dest`` is added to
     ``dest/config.json`` with its ``--out`` naming ``dest``; a command cut off before its last
-    block finished is left out. Refuses (:class:`ConfigError`) when either ``runs.csv`` is empty,
-    the folders' tables have other columns or a preset is configured differently (its device
-    aside), and when an added run has no curve.
+    block finished is left out. Refuses (:class:`ConfigError`) when either ``runs.csv`` is empty
+    or has a damaged row (:func:`cxvae.store.inspect_runs`; ``cxvae check --set-aside`` moves them
+    aside), the folders hold other scales, their tables have other columns or a preset is
+    configured differently (its device aside), and when an added run has no curve.
     """
     src, dest = Path(src), Path(dest)
     for folder in (src, dest):
         if not (folder / RUNS_CSV).exists():
             raise FileNotFoundError(f"{folder / RUNS_CSV} does not exist")
-    src_lines = (src / RUNS_CSV).read_text().splitlines()
-    with _locked(dest / RUNS_CSV):
-        dest_text = (dest / RUNS_CSV).read_text()
-        for path, lines in ((src / RUNS_CSV, src_lines), (dest / RUNS_CSV, dest_text.splitlines())):
-            if not lines:  # no header line to compare or to append below
-                raise ConfigError(f"{path} is empty (not even a header line)")
-        src_columns, dest_columns = src_lines[0].split(","), dest_text.splitlines()[0].split(",")
+    with locked(dest / RUNS_CSV):
+        for folder in (src, dest):  # no header line to compare or to append below
+            if not (folder / RUNS_CSV).read_text().strip():
+                raise ConfigError(f"{folder / RUNS_CSV} is empty (not even a header line)")
+        src_config, dest_config = read_config(src), read_config(dest)
+        theirs, ours = inspect_runs(src, src_config), inspect_runs(dest, dest_config)
+        for found in (theirs, ours):  # a damaged row is never merged, nor merged into
+            if found.damaged:
+                raise found.error()
+        if theirs.scale is not None and ours.scale is not None and theirs.scale != ours.scale:
+            raise ConfigError(f"{src} holds {theirs.scale}-scale runs and {dest} {ours.scale}-scale runs; "
+                              "merge only a copy of the same study")
+        src_columns, dest_columns = theirs.columns, ours.columns
         lacking = [c for c in dest_columns if c not in src_columns]
         legacy_only = set(src_columns) <= set(dest_columns) and set(lacking) <= set(LEGACY_PROBES.values())
         if src_columns != dest_columns and not (replace and legacy_only):
             raise ConfigError(f"{src / RUNS_CSV} and {dest / RUNS_CSV} have different columns")
-        have = _finished(dest / RUNS_CSV)
-        rows = _read_table(src / RUNS_CSV)
+        have, rows = ours.keys, theirs.runs
         if replace:
             new = list(range(len(rows)))
         else:
             new = [i for i, key in enumerate(zip(rows.preset, rows.seed)) if (key[0], int(key[1])) not in have]
         added = rows.iloc[new]
-        src_config = json.loads((src / CONFIG_JSON).read_text()) if (src / CONFIG_JSON).exists() else {}
-        dest_config = json.loads((dest / CONFIG_JSON).read_text()) if (dest / CONFIG_JSON).exists() else {}
         for name in set(added.preset):
-            theirs, ours = src_config.get("presets", {}).get(name), dest_config.get("presets", {}).get(name)
-            lacking = [folder / CONFIG_JSON for folder, c in ((src, theirs), (dest, ours)) if c is None]
+            theirs_config = src_config.get("presets", {}).get(name)
+            ours_config = dest_config.get("presets", {}).get(name)
+            lacking = [folder / CONFIG_JSON for folder, c in ((src, theirs_config), (dest, ours_config)) if c is None]
             differ = ([f"missing from {', '.join(map(str, lacking))}"] if lacking
-                      else _config_differences(ours, theirs, where=(f"in {dest}", f"in {src}")))
+                      else config_differences(ours_config, theirs_config, where=(f"in {dest}", f"in {src}")))
             if differ:
                 raise ConfigError(f"{name!r} is configured differently in {src} and {dest} ({'; '.join(differ)}); "
                                   "merge only a copy of the same study")
@@ -461,24 +355,23 @@ def merge_study(src, dest, replace: bool = False) -> pd.DataFrame:
             raise ConfigError(f"{src / 'histories'} lacks the curves of {', '.join(missing[:5])}"
                               f"{' ...' if len(missing) > 5 else ''}")
         for sub in ("histories", "models"):
-            (dest / sub).mkdir(exist_ok=True)
-        for p, s in zip(added.preset, added.seed):
-            shutil.copy2(src / "histories" / f"{p}-{s}.csv", dest / "histories" / f"{p}-{s}.csv")
-            if (src / "models" / f"{p}-{s}.pt").exists():
-                shutil.copy2(src / "models" / f"{p}-{s}.pt", dest / "models" / f"{p}-{s}.pt")
-            elif replace:  # the replaced run's model, if dest had one, is not this run's
-                (dest / "models" / f"{p}-{s}.pt").unlink(missing_ok=True)
+            make_folder(dest / sub)
+        with fs_errors(dest):
+            for p, s in zip(added.preset, added.seed):
+                shutil.copy2(src / "histories" / f"{p}-{s}.csv", dest / "histories" / f"{p}-{s}.csv")
+                if (src / "models" / f"{p}-{s}.pt").exists():
+                    shutil.copy2(src / "models" / f"{p}-{s}.pt", dest / "models" / f"{p}-{s}.pt")
+                elif replace:  # the replaced run's model, if dest had one, is not this run's
+                    (dest / "models" / f"{p}-{s}.pt").unlink(missing_ok=True)
         if replace:
             replaced = {(p, int(s)) for p, s in zip(added.preset, added.seed)}
-            table = _read_table(dest / RUNS_CSV)
+            table = ours.runs
             keep = [(p, int(s)) not in replaced for p, s in zip(table.preset, table.seed)]
             table = pd.concat([table[keep], added.reindex(columns=table.columns)], ignore_index=True)
-            _replace_csv(table, dest / RUNS_CSV)
+            replace_csv(table, dest / RUNS_CSV)
         else:
-            tail = "" if dest_text.endswith("\n") or not dest_text else "\n"
-            tmp = (dest / RUNS_CSV).with_name(RUNS_CSV + ".tmp")
-            tmp.write_text(dest_text + tail + "".join(src_lines[i + 1] + "\n" for i in new))
-            os.replace(tmp, dest / RUNS_CSV)
+            tail = "" if ours.text.endswith("\n") else "\n"
+            replace_text(dest / RUNS_CSV, ours.text + tail + "".join(theirs.lines[i] + "\n" for i in new))
         done = have | {(p, int(s)) for p, s in zip(added.preset, added.seed)}
         commands = dest_config.setdefault("commands", [])
         for command in [c for c in src_config.get("commands", []) if c not in commands]:  # new ones only
@@ -488,7 +381,7 @@ def merge_study(src, dest, replace: bool = False) -> pd.DataFrame:
                 if command not in commands:
                     commands.append(command)
         if dest_config:
-            (dest / CONFIG_JSON).write_text(json.dumps(dest_config, indent=2, sort_keys=True) + "\n")
+            write_json(dest / CONFIG_JSON, dest_config, sort_keys=True)
     return added.reset_index(drop=True)
 
 
@@ -568,7 +461,7 @@ def rescore(out, metrics: Sequence[str] = tuple(LEGACY_PROBES), progress: bool =
             values[m].append(value)
     for m in metrics:
         runs = with_rescored_probe(runs, m, values[m], keep=_keep_unrescorable(runs, m))
-    _write_table(runs, out / RUNS_CSV)
+    write_table(runs, out / RUNS_CSV)
     if study["oracle"] is not None and len(study["oracle"]):
         presets = study["config"].get("presets", {})
         if not presets:
@@ -578,29 +471,8 @@ def rescore(out, metrics: Sequence[str] = tuple(LEGACY_PROBES), progress: bool =
         oracle = study["oracle"]
         for m, value in closed_form_probes(oracle_scorer, cfg, splits_of(cfg), metrics).items():
             oracle = with_rescored_probe(oracle, m, [value], keep=np.zeros(1, bool))
-        _write_table(oracle, out / ORACLE_CSV)
+        write_table(oracle, out / ORACLE_CSV)
     return runs
-
-
-def _write_table(table: pd.DataFrame, path: Path) -> None:
-    """Rewrite a study table under its lock, refusing if its (preset, seed) rows changed since
-    ``table`` was read from it (a sweep appending meanwhile would otherwise lose its rows)."""
-    with _locked(path):
-        now = _read_table(path)
-        if list(zip(now.preset, now.seed.astype(int))) != list(zip(table.preset, table.seed.astype(int))):
-            raise ConfigError(f"{path} changed while it was being rescored (a sweep wrote to it?); run the "
-                              "command again when nothing else writes to the folder")
-        _replace_csv(table, path)
-
-
-def read_study(folder) -> Dict[str, object]:
-    """Load ``runs.csv``, ``oracle.csv`` (if any) and ``config.json`` of a study folder."""
-    folder = Path(folder)
-    if not (folder / RUNS_CSV).exists():
-        raise FileNotFoundError(f"{folder / RUNS_CSV} does not exist; run `cxvae sweep --out {folder}` first")
-    oracle = _read_table(folder / ORACLE_CSV) if (folder / ORACLE_CSV).exists() else None
-    config = json.loads((folder / CONFIG_JSON).read_text()) if (folder / CONFIG_JSON).exists() else {}
-    return dict(runs=_read_table(folder / RUNS_CSV), oracle=oracle, config=config)
 
 
 def study_provenance(folder) -> pd.DataFrame:
@@ -633,7 +505,7 @@ def run_history(folder, preset: str, seed: int) -> pd.DataFrame:
     path = Path(folder) / "histories" / f"{preset}-{int(seed)}.csv"
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: {folder} has no curve of {preset} seed {seed}")
-    return _read_table(path, columns=("epoch", "train_neg_elbo", "valid_neg_elbo"))
+    return read_table(path, columns=("epoch", "train_neg_elbo", "valid_neg_elbo"))
 
 
 def short_of_seeds(runs: pd.DataFrame, presets: Optional[Sequence[str]] = None, target: int = PAPER_SEEDS) -> str:

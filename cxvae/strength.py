@@ -27,8 +27,9 @@ import torch
 from .config import DataConfig
 from .engine import check_engine, ray_session, run_on_ray
 from .oracle import single_observation_floor  # noqa: F401  (part of this module's API)
-from .runner import (ORACLE_CSV, RUNS_CSV, compare_to, format_seeds, parse_seeds, plan_sweep, run_oracle, summarise,
+from .runner import (compare_to, format_seeds, parse_seeds, plan_sweep, run_oracle, summarise,
                      sweep, sweep_configs)
+from .store import ORACLE_CSV, RUNS_CSV, read_oracle, read_runs
 
 __all__ = ["STRENGTHS", "SMOKE_STRENGTHS", "MAIN_PRESETS", "BASELINES", "strength_folder", "strength_overrides",
            "strength_study",
@@ -96,9 +97,11 @@ def read_strength_study(out) -> pd.DataFrame:
     tables = []
     for folder in sorted(Path(out).glob("c=*")):
         strength = float(folder.name[2:])
-        for name in (RUNS_CSV, ORACLE_CSV):
-            if (folder / name).exists():
-                tables.append(pd.read_csv(folder / name).assign(group_strength=strength))
+        if (folder / RUNS_CSV).exists():  # every row checked (cxvae.store.inspect_runs)
+            tables.append(read_runs(folder).assign(group_strength=strength))
+        oracle = read_oracle(folder)
+        if oracle is not None:
+            tables.append(oracle.assign(group_strength=strength))
     if not tables:
         raise FileNotFoundError(f"{out} holds no strength settings; run `cxvae strength --out {out}` first")
     return pd.concat(tables, ignore_index=True)

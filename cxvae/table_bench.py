@@ -30,6 +30,7 @@ import pandas as pd
 
 from .config import ConfigError, PRESETS, require_int
 from .mixed import fit_mixed
+from .store import append_row, write_csv, write_json
 from .tabular import _names, _rdataset, fit, split_by_group, split_within_groups
 
 __all__ = ["TableSpec", "DATASETS", "load_table", "run_benchmark", "run_into", "resume_rows", "summarise",
@@ -211,7 +212,7 @@ def resume_rows(out, config: dict) -> tuple[Optional[pd.DataFrame], Path]:
             config[key] = list(dict.fromkeys([*old.get(key, []), *config[key]]))
         # every command that wrote rows here, in order (``command`` is the latest)
         config["commands"] = list(dict.fromkeys([*old.get("commands", [old.get("command")]), config["command"]]))
-    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    write_json(config_file, config, sort_keys=True)
     return done, rows_file
 
 
@@ -220,8 +221,6 @@ def run_into(out, tables: Sequence[str], presets: Sequence[str], seeds: Sequence
     """:func:`run_benchmark` into the folder ``out``, resumably: the rows it already has are kept
     (:func:`resume_rows`), each new row is appended to ``out/runs.csv`` as it is scored, and the
     summary and ``config.json`` (with ``command``) are written at the end. Returns every row."""
-    from .runner import append_row
-
     config = dict(command=command, tables=list(tables),  # not "presets": a study config.json keeps RunConfigs there
                   preset_names=list(presets), seeds=list(seeds), epochs=epochs, batch_size=batch_size)
     done, rows_file = resume_rows(out, config)
@@ -235,11 +234,11 @@ def write_results(runs: pd.DataFrame, out, config: dict) -> Path:
     """Write ``runs.csv``, ``summary.csv``, ``summary.md`` and ``config.json`` into ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    runs.to_csv(out / "runs.csv", index=False)
+    write_csv(runs, out / "runs.csv")
     table = summarise(runs)
     table.to_csv(out / "summary.csv")
     (out / "summary.md").write_text(table.round(4).to_markdown() + "\n")
-    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    write_json(out / "config.json", config, sort_keys=True)
     return out
 
 

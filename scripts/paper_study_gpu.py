@@ -79,10 +79,9 @@ def jobs(out, block: int = 100, n_seeds: int = 100, presets=None, redo_unkept=No
     each block index across all presets before the next. With ``redo_unkept`` (a study folder),
     only the runs of that folder whose model was not kept are pending: retrained into ``out``,
     they can replace that folder's rows (``cxvae merge --replace``) with every metric rescorable."""
-    import pandas as pd
+    from cxvae.store import finished
 
-    runs = Path(out) / "runs.csv"
-    done = set(zip(*pd.read_csv(runs)[["preset", "seed"]].values.T)) if runs.exists() else set()
+    done = finished(out)  # a damaged row does not count: its run is pending
     if redo_unkept is not None:
         wanted = unkept(redo_unkept)
         done |= {(p, s) for p in presets or FIGURE4 + ABLATIONS for s in range(n_seeds) if (p, s) not in wanted}
@@ -126,7 +125,7 @@ def plans(out, queue, scale="paper", device="cuda", cuda_graphs=False):
 
 
 def run(args) -> None:
-    from cxvae.runner import _finished
+    from cxvae.store import finished
 
     check_engine(args.engine, args.address, args.task_cpus, args.task_gpus)
     queue = jobs(args.out, args.block, presets=args.presets, redo_unkept=args.redo_unkept)[: args.max_jobs]
@@ -156,7 +155,7 @@ def run(args) -> None:
                 print(f"{time.strftime('%H:%M:%S')} {err}", flush=True)
                 if not graphs:
                     raise
-            done = _finished(Path(args.out) / "runs.csv")  # what is left goes again, without graphs
+            done = finished(args.out)  # what is left goes again, without graphs
             queue = [(p, lo, hi) for p, lo, hi in queue if any((p, s) not in done for s in range(lo, hi + 1))]
             for job in queue:
                 print(f"{time.strftime('%H:%M:%S')} requeue {job} without CUDA graphs", flush=True)

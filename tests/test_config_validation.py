@@ -14,6 +14,7 @@ from cxvae.bench import benchmark_table, scoring_table
 from cxvae.config import (PRESETS, SCALES, ConfigError, DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig,
                           make_run_config, model_preset)
 from cxvae.strength import strength_study
+from studies import run_row
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -157,7 +158,8 @@ def _fake_study(folder: Path, seeds, epochs: int) -> None:
     folder.mkdir()
     config = {k: v for k, v in make_run_config("ml-vae", train=dict(epochs=epochs)).to_dict().items() if k != "seed"}
     (folder / "config.json").write_text(json.dumps(dict(presets={"ml-vae": config}, commands=[])))
-    pd.DataFrame(dict(preset="ml-vae", seed=list(seeds), holdout_nll=1.0)).to_csv(folder / "runs.csv", index=False)
+    pd.DataFrame([run_row("ml-vae", s, scale=config["scale"], holdout_nll=1.0) for s in seeds]).to_csv(
+        folder / "runs.csv", index=False)
 
 
 def test_merge_names_which_folder_holds_which_setting(tmp_path):

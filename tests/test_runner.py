@@ -5,10 +5,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxvae import runner
+from cxvae import runner, store
 from cxvae.cli import main
 from cxvae.config import ConfigError
 from cxvae.metrics import METRICS
+from studies import run_row
 
 TINY = dict(data=dict(n_train=256, n_valid=64, n_holdout=96), train=dict(epochs=1, batch_size=64),
             eval=dict(iwae_samples=4, probe_steps=20, probe_max_train=128))
@@ -337,12 +338,12 @@ def test_study_provenance_names_seeds_devices_and_commits_and_made_by_is_one_lin
     study made by many commands is named in one line that points to the appendix."""
     out = tmp_path / "study"
     out.mkdir()
-    pd.DataFrame([dict(preset=p, seed=s, device=d, git_commit=c) for p, s, d, c in [
-        ("a", 0, "cpu (x86_64)", "abc"), ("a", 1, "cpu (x86_64)", "abc"), ("a", 2, "NVIDIA H200", "def"),
-        ("b", 5, "cpu (x86_64)", "abc")]]).to_csv(out / "runs.csv", index=False)
+    pd.DataFrame([run_row(p, s, device=d, git_commit=c) for p, s, d, c in [
+        ("ml-vae", 0, "cpu (x86_64)", "abc"), ("ml-vae", 1, "cpu (x86_64)", "abc"), ("ml-vae", 2, "NVIDIA H200", "def"),
+        ("gvae", 5, "cpu (x86_64)", "abc")]]).to_csv(out / "runs.csv", index=False)
     table = runner.study_provenance(out)
-    assert table.loc["a"].tolist() == [3, "0-2", "cpu (x86_64) (2), NVIDIA H200 (1)", "abc (2), def (1)"]
-    assert table.loc["b", "seeds"] == "5" and table.loc["b", "n_seeds"] == 1
+    assert table.loc["ml-vae"].tolist() == [3, "0-2", "cpu (x86_64) (2), NVIDIA H200 (1)", "abc (2), def (1)"]
+    assert table.loc["gvae", "seeds"] == "5" and table.loc["gvae", "n_seeds"] == 1
     assert runner.made_by(dict(command="cxvae sweep --out x", folder="x")) == "cxvae sweep --out x"
     many = runner.made_by(dict(command="one\ntwo\nthree", folder="results/paper"))
     assert "\n" not in many and "3 cxvae commands" in many and "appendix" in many
@@ -366,9 +367,9 @@ def test_rescoring_refuses_to_overwrite_rows_written_meanwhile(tmp_path):
     read = pd.read_csv(path)
     runner.append_row(path, dict(preset="a", seed=2, v_probe_mse=0.3))  # a sweep, meanwhile
     with pytest.raises(ConfigError, match="changed while it was being rescored"):
-        runner._write_table(read.assign(v_probe_mse=[0.5, 0.6]), path)
+        store.write_table(read.assign(v_probe_mse=[0.5, 0.6]), path)
     assert pd.read_csv(path).v_probe_mse.tolist() == [0.1, 0.2, 0.3]
-    runner._write_table(pd.read_csv(path).assign(v_probe_mse=[0.5, 0.6, 0.7]), path)  # unchanged rows: written
+    store.write_table(pd.read_csv(path).assign(v_probe_mse=[0.5, 0.6, 0.7]), path)  # unchanged rows: written
     assert pd.read_csv(path).v_probe_mse.tolist() == [0.5, 0.6, 0.7]
 
 

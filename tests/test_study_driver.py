@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from studies import run_row
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "paper_study_gpu.py"
@@ -16,7 +17,7 @@ spec.loader.exec_module(driver)
 
 
 def _runs(tmp_path, done):
-    pd.DataFrame(done, columns=["preset", "seed"]).to_csv(tmp_path / "runs.csv", index=False)
+    pd.DataFrame([run_row(p, s) for p, s in done]).to_csv(tmp_path / "runs.csv", index=False)
     return tmp_path
 
 
