@@ -119,14 +119,16 @@ def _cmd_oracle(args) -> int:
 
 
 def _cmd_rescore(args) -> int:
-    from .runner import LEGACY_PROBES, rescore
+    from .runner import LEGACY_PROBES, RESCORABLE, rescore
 
-    metrics = args.metrics.split(",") if args.metrics else list(LEGACY_PROBES)
+    metrics = args.metrics.split(",") if args.metrics else list(RESCORABLE)
     for out in args.out:
         runs = rescore(out, metrics, progress=not args.quiet)
         for metric in metrics:
+            kept = (f", their trained-probe score stays in {LEGACY_PROBES[metric]}" if metric in LEGACY_PROBES
+                    else "")
             print(f"{out}: {metric} rescored for {int(runs[metric].notna().sum())} of {len(runs)} runs (the "
-                  f"others' models were not kept: NaN, their trained-probe score stays in {LEGACY_PROBES[metric]})")
+                  f"others' models were not kept: NaN{kept})")
         print(f"{out}: oracle rescored" if (Path(out) / "oracle.csv").exists() else f"{out}: no oracle to rescore")
     return 0
 
@@ -355,9 +357,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "purpose, e.g. by scripts/paper_study_gpu.py --redo-unkept)")
     p.set_defaults(func=_cmd_merge)
 
-    p = sub.add_parser("rescore", help="rescore the closed-form probes (u_probe_mse, v_probe_mse) of study folders")
+    p = sub.add_parser("rescore", help="score the kept models of study folders again: the closed-form probes "
+                       "(u_probe_mse, v_probe_mse) and the later metric recon_sampled_mse")
     p.add_argument("out", nargs="+", help="study folders with runs.csv and models/ (e.g. results/paper)")
-    p.add_argument("--metrics", default="", help="comma-separated subset of u_probe_mse,v_probe_mse (default: both)")
+    p.add_argument("--metrics", default="", help="comma-separated subset of u_probe_mse,v_probe_mse,recon_sampled_mse "
+                   "(default: all three)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_rescore)
 

@@ -128,6 +128,24 @@ class ModelScorer:
         return self._pad_cat(out, data.x.shape[1])
 
     @torch.no_grad()
+    def sampled_reconstructions(self, data: GroupedData, n_draws: int) -> torch.Tensor:
+        """Decoder means at codes drawn from the posterior, ``u ~ q(u|x)`` then ``v ~ q(v|x,u)``:
+        ``(n_draws, N, K_max, x_dim)``, seeded by ``seed`` (repeatable). For the mirror family the
+        draw is from the encoder's Gaussian, the mixture's first component."""
+        out = []
+        gen_devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=gen_devices):
+            torch.manual_seed(self.seed)
+            for b in self._batches(data):
+                draws = []
+                for _ in range(n_draws):
+                    c = self.model.encode(b.x, b.mask, sample=True)
+                    draws.append(self.model.decode(c["u"], c["v"])[0].cpu())
+                out.append(torch.stack(draws))
+        k_max = data.x.shape[1]
+        return torch.cat([torch.nn.functional.pad(p, (0, 0, 0, k_max - p.shape[2])) for p in out], dim=1)
+
+    @torch.no_grad()
     def translation(self, data: GroupedData, target: torch.Tensor) -> torch.Tensor:
         """Instance codes of group i decoded with the group code of group ``target[i]``
         (paper section 5.1), ``(N, K_max, x_dim)``."""
@@ -197,6 +215,10 @@ class TrueFactorScorer:
         from .data import exam_scores_mean
 
         return exam_scores_mean(data.u.cpu()[:, None, :], data.v.cpu()) * data.mask.cpu()[..., None]
+
+    def sampled_reconstructions(self, data: GroupedData, n_draws: int) -> torch.Tensor:
+        """The factors are points, so every draw is :meth:`reconstruction`: ``(n_draws, N, K_max, 1)``."""
+        return self.reconstruction(data).expand(n_draws, -1, -1, -1)
 
     def translation(self, data: GroupedData, target: torch.Tensor) -> torch.Tensor:
         """The ground-truth translation (:func:`cxvae.data.true_translation`)."""

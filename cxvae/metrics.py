@@ -7,6 +7,7 @@ leaky codes) and applied alike to learned models and to the exact reference
 
     scorer.codes(data)                -> group codes (N, d_u), instance codes (N, K, d_v)
     scorer.reconstruction(data)       -> (N, K, x_dim)
+    scorer.sampled_reconstructions(data, n_draws) -> (n_draws, N, K, x_dim)
     scorer.translation(data, target)  -> (N, K, x_dim)
     scorer.nll_per_observation(data)  -> float
 
@@ -14,6 +15,8 @@ leaky codes) and applied alike to learned models and to the exact reference
 metric              better      what it measures
 ==================  ==========  ==============================================================
 recon_mse           lower       holdout reconstruction from the posterior-mean codes
+recon_sampled_mse   lower       holdout reconstruction from codes drawn from the posterior
+                                (mean over draws): it charges each model its posterior's width
 holdout_nll         lower       -log p(x) per observation (IWAE bound for learned models)
 translation_mse     lower       instance codes of group i + group code of group j, decoded,
                                 against the ground-truth translation (paper 5.1)
@@ -50,14 +53,14 @@ import torch.nn as nn
 from .data import GroupedData, translation_targets, true_translation
 
 __all__ = [
-    "METRICS", "masked_mse", "group_factor_targets", "ProbeConfig",
+    "METRICS", "RECON_DRAWS", "masked_mse", "sampled_masked_mse", "group_factor_targets", "ProbeConfig",
     "u_probe_mse", "u_probe_mlp_mse", "v_probe_mse", "v_probe_deepsets_mse", "instance_probe_mse", "probe_mses", "evaluate",
     "evaluate_many", "group_code_moments", "centred_within_groups",
 ]
 
 # metric -> "lower" or "higher" is better
 METRICS: Dict[str, str] = {
-    "recon_mse": "lower", "holdout_nll": "lower", "translation_mse": "lower",
+    "recon_mse": "lower", "recon_sampled_mse": "lower", "holdout_nll": "lower", "translation_mse": "lower",
     "u_probe_mse": "lower", "v_probe_mse": "higher", "instance_probe_mse": "lower",
 }
 
@@ -66,6 +69,16 @@ def masked_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
     """Mean squared error over observed positions: ``prediction, target (N, K, d)``, ``mask (N, K)``."""
     err = ((prediction - target) ** 2).sum(dim=-1)
     return float((err * mask).sum() / (mask.sum() * prediction.shape[-1]))
+
+
+# Codes drawn per holdout group for ``recon_sampled_mse`` (our choice: the paper names no form of
+# its reconstruction). Each draw covers every holdout observation, so 8 draws suffice.
+RECON_DRAWS = 8
+
+
+def sampled_masked_mse(draws: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> float:
+    """:func:`masked_mse` averaged over draws: ``draws (S, N, K, d)``, ``target (N, K, d)``, ``mask (N, K)``."""
+    return sum(masked_mse(draw, target, mask) for draw in draws) / len(draws)
 
 
 def group_factor_targets(u: torch.Tensor) -> torch.Tensor:
@@ -362,19 +375,23 @@ def probe_mses(train_codes: Sequence[Tuple[torch.Tensor, torch.Tensor]], train: 
 # Everything at once
 # ---------------------------------------------------------------------------------------------
 def evaluate(scorer, train: GroupedData, holdout: GroupedData, *, translation_seed: int = 0,
-             probe: ProbeConfig = ProbeConfig()) -> Dict[str, float]:
+             probe: ProbeConfig = ProbeConfig(), recon_draws: int = RECON_DRAWS) -> Dict[str, float]:
     """All metrics of :data:`METRICS` for ``scorer`` (a learned model wrapped in
     :class:`cxvae.evaluation.ModelScorer`, or the exact :class:`cxvae.oracle.ExamScoresOracle`).
 
     ``train`` provides the probe-train split (its first ``probe.max_train`` groups), ``holdout``
     the test split of every metric. Translation pairs each holdout group with the target of
-    :func:`cxvae.data.translation_targets` (seeded).
+    :func:`cxvae.data.translation_targets` (seeded). ``recon_sampled_mse`` averages ``recon_draws``
+    draws of the codes (seeded by the scorer); a scorer without a posterior to draw from (no
+    ``sampled_reconstructions``) gets NaN there.
     """
-    return evaluate_many([scorer], train, holdout, translation_seed=translation_seed, probe=probe)[0]
+    return evaluate_many([scorer], train, holdout, translation_seed=translation_seed, probe=probe,
+                         recon_draws=recon_draws)[0]
 
 
 def evaluate_many(scorers: Sequence, train: GroupedData, holdout: GroupedData, *, translation_seed: int = 0,
-                  probe: ProbeConfig = ProbeConfig(), probe_device="cpu") -> List[Dict[str, float]]:
+                  probe: ProbeConfig = ProbeConfig(), probe_device="cpu",
+                  recon_draws: int = RECON_DRAWS) -> List[Dict[str, float]]:
     """:func:`evaluate` for several scorers (e.g. the seeds of one study), their probes trained
     side by side (:func:`probe_mses`, on ``probe_device``): one dict per scorer, equal to its own
     :func:`evaluate` up to rounding."""
@@ -386,8 +403,11 @@ def evaluate_many(scorers: Sequence, train: GroupedData, holdout: GroupedData, *
     for scorer in scorers:
         train_codes.append(scorer.codes(probe_train))
         test_codes.append(scorer.codes(holdout))
+        sampled = getattr(scorer, "sampled_reconstructions", None)
         rows.append(dict(
             recon_mse=masked_mse(scorer.reconstruction(holdout).cpu().double(), hx.x.double(), m_te),
+            recon_sampled_mse=(float("nan") if sampled is None else
+                               sampled_masked_mse(sampled(holdout, recon_draws).cpu().double(), hx.x.double(), m_te)),
             holdout_nll=float(scorer.nll_per_observation(holdout)),
             translation_mse=masked_mse(scorer.translation(holdout, target).cpu().double(), truth, m_te)))
     probes = probe_mses(train_codes, probe_train, test_codes, holdout, probe, device=probe_device)

@@ -49,7 +49,7 @@ from typing import Dict
 
 import torch
 
-from .data import DataError, GroupedData, generate_exam_scores
+from .data import DataError, GroupedData, exam_scores_mean, generate_exam_scores
 
 __all__ = ["ExamScoresOracle", "single_observation_floor", "instance_predictions"]
 
@@ -188,6 +188,13 @@ class ExamScoresOracle:
         x, mask = self._xmask(data)
         s = self._summaries(data)
         return ((s["r0"][:, None] + s["r1"][:, None] * x) * mask)[..., None]
+
+    def sampled_reconstructions(self, data: GroupedData, n_draws: int, seed: int = 0) -> torch.Tensor:
+        """Noiseless observations ``b mu + a v_k`` at factors drawn from the exact posterior
+        (:meth:`sample_posterior`, seeded by ``seed``): ``(n_draws, N, K_max, 1)``, 0 at padding."""
+        u, v = self.sample_posterior(data, n_draws, generator=torch.Generator().manual_seed(seed))
+        x_hat = exam_scores_mean(u[:, :, None, :], v, self.group_strength)
+        return x_hat * data.mask.cpu()[None, ..., None]
 
     def translation(self, data: GroupedData, target: torch.Tensor) -> torch.Tensor:
         """MSE-optimal prediction of the true translation ``b mu_j + a_j v_ik`` with

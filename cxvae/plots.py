@@ -59,6 +59,7 @@ _FALLBACK_COLOURS = ["#7F7F7F", "#8C564B", "#17BECF", "#BCBD22", "#88CCEE", "#11
 
 METRIC_LABELS: Dict[str, str] = {
     "recon_mse": "holdout reconstruction MSE",
+    "recon_sampled_mse": "reconstruction MSE from sampled codes",
     "holdout_nll": "holdout NLL per observation",
     "translation_mse": "translation MSE",
     "u_probe_mse": "u-probing MSE",

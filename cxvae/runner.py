@@ -38,16 +38,17 @@ from tqdm import tqdm
 from . import __version__
 from .config import ConfigError, RunConfig, check_seed, make_run_config
 from .evaluation import ModelScorer
-from .metrics import METRICS, ProbeConfig, evaluate_many, u_probe_mse, v_probe_mse
+from .metrics import (METRICS, RECON_DRAWS, ProbeConfig, evaluate_many, sampled_masked_mse, u_probe_mse,
+                      v_probe_mse)
 from .oracle import ExamScoresOracle
-from .store import (CONFIG_JSON, ORACLE_CSV, RUNS_CSV, append_row, config_differences, finished, fs_errors,
+from .store import (CONFIG_JSON, LATER_METRICS, ORACLE_CSV, RUNS_CSV, append_row, config_differences, finished, fs_errors,
                     inspect_runs, locked, make_folder, open_study, read_config, read_study, read_table, replace_csv,
                     replace_text, save_run, write_csv, write_json, write_table)
 from .train import make_splits, resolve_device, train_seeds
 
 __all__ = ["parse_seeds", "format_seeds", "provenance", "append_row", "score", "sweep", "run_oracle", "summarise",
            "compare_to", "read_study", "plan_sweep", "sweep_configs", "SweepPlan", "study_command", "load_or_run",
-           "probe_config", "merge_study", "short_of_seeds", "made_on_cpu_only", "rescore", "LEGACY_PROBES", "closed_form_probes", "with_rescored_probe", "run_history",
+           "probe_config", "merge_study", "short_of_seeds", "made_on_cpu_only", "rescore", "LEGACY_PROBES", "RESCORABLE", "closed_form_probes", "with_rescored_probe", "run_history",
            "study_provenance", "made_by", "PAPER_SEEDS", "score_many", "scored", "score_and_save"]
 PAPER_SEEDS = 100  # random initialisations per model in the paper's Figures 4 and 5
 
@@ -390,21 +391,49 @@ LEGACY_PROBES = {"v_probe_mse": "v_probe_deepsets_mse", "u_probe_mse": "u_probe_
 LEGACY_V_PROBE = LEGACY_PROBES["v_probe_mse"]
 
 
+# every metric :func:`rescore` can compute again from a kept model: the closed-form probes and the
+# metrics added later (:data:`cxvae.store.LATER_METRICS`), which earlier runs lack
+RESCORABLE = (*LEGACY_PROBES, *LATER_METRICS)
+
+
 def closed_form_probes(scorer, cfg: RunConfig, splits, metrics: Sequence[str]) -> Dict[str, float]:
-    """The closed-form probes ``metrics`` (of :data:`LEGACY_PROBES`) of ``scorer``, on the same
-    probe-train and holdout groups as :func:`score`: ``{metric: score}``."""
+    """The metrics ``metrics`` (of :data:`RESCORABLE`) of ``scorer``, on the same probe-train and
+    holdout groups as :func:`score`: ``{metric: score}``."""
     probe = probe_config(cfg)
     train, holdout = splits["train"].subset(slice(0, probe.max_train)), splits["holdout"]
-    (train_u, train_v), (test_u, test_v) = scorer.codes(train), scorer.codes(holdout)
-    found = dict(u_probe_mse=lambda: u_probe_mse(train_u, train.u, test_u, holdout.u, probe),
-                 v_probe_mse=lambda: v_probe_mse(train_v, train.mask, train.u, test_v, holdout.mask, holdout.u, probe))
+    codes = {}
+
+    def coded(which: str):
+        if which not in codes:
+            codes[which] = scorer.codes(dict(train=train, holdout=holdout)[which])
+        return codes[which]
+
+    def sampled_recon() -> float:
+        draws = scorer.sampled_reconstructions(holdout, RECON_DRAWS).cpu().double()
+        return sampled_masked_mse(draws, holdout.x.cpu().double(), holdout.mask.cpu())
+
+    found = dict(u_probe_mse=lambda: u_probe_mse(coded("train")[0], train.u, coded("holdout")[0], holdout.u, probe),
+                 v_probe_mse=lambda: v_probe_mse(coded("train")[1], train.mask, train.u, coded("holdout")[1],
+                                                 holdout.mask, holdout.u, probe),
+                 recon_sampled_mse=sampled_recon)
     return {m: found[m]() for m in metrics}
 
 
 def with_rescored_probe(table: pd.DataFrame, metric: str, values: List[float], keep: np.ndarray) -> pd.DataFrame:
     """``table`` with the trained probe's scores of ``metric`` moved to its legacy column (once) and
-    ``metric`` set to ``values`` where they are known, kept where ``keep``, NaN elsewhere."""
-    table, legacy = table.copy(), LEGACY_PROBES[metric]
+    ``metric`` set to ``values`` where they are known, kept where ``keep``, NaN elsewhere. A metric
+    added later (no legacy column) is added as a column after the metric before it in
+    :data:`cxvae.metrics.METRICS` the first time."""
+    table = table.copy()
+    if metric in LATER_METRICS:
+        if metric not in table.columns:
+            before = list(METRICS)[list(METRICS).index(metric) - 1]
+            at = table.columns.get_loc(before) + 1 if before in table.columns else len(table.columns)
+            table.insert(at, metric, np.nan)
+        new = np.asarray(values, dtype=float)
+        table[metric] = np.where(~np.isnan(new), new, np.where(keep, table[metric], np.nan))
+        return table
+    legacy = LEGACY_PROBES[metric]
     if legacy not in table.columns:  # first rescoring: every score so far is the trained probe's
         table.insert(table.columns.get_loc(metric) + 1, legacy, table[metric])
     new = np.asarray(values, dtype=float)
@@ -415,6 +444,8 @@ def with_rescored_probe(table: pd.DataFrame, metric: str, values: List[float], k
 def _keep_unrescorable(table: pd.DataFrame, metric: str) -> np.ndarray:
     """Rows whose ``metric`` a closed-form probe already scored (added after the migration: no
     legacy score), which keep it when their model is missing."""
+    if metric in LATER_METRICS:  # a score there was made by the current code: keep it
+        return table[metric].notna().to_numpy() if metric in table.columns else np.zeros(len(table), dtype=bool)
     legacy = LEGACY_PROBES[metric]
     if legacy not in table.columns:
         return np.zeros(len(table), dtype=bool)
@@ -422,21 +453,23 @@ def _keep_unrescorable(table: pd.DataFrame, metric: str) -> np.ndarray:
 
 
 def rescore(out, metrics: Sequence[str] = tuple(LEGACY_PROBES), progress: bool = True) -> pd.DataFrame:
-    """Rescore the closed-form probes ``metrics`` (``u_probe_mse``, ``v_probe_mse``) of a study folder.
+    """Rescore ``metrics`` (of :data:`RESCORABLE`: the closed-form probes ``u_probe_mse``,
+    ``v_probe_mse`` and the later metric ``recon_sampled_mse``) of a study folder.
 
-    Every run whose model is in ``out/models`` and the oracle get the current probe's score. The
-    scores a trained probe gave move, the first time, to the metric's legacy column
-    (:data:`LEGACY_PROBES`: ``u_probe_mlp_mse``, ``v_probe_deepsets_mse``); a run scored by the
-    trained probe whose model was not kept gets NaN (it cannot be rescored; retrain it, e.g.
-    ``scripts/paper_study_gpu.py redo``), and a run already scored by the closed-form probe keeps
-    its score. Rewrites ``runs.csv`` and ``oracle.csv`` atomically; running it again changes
-    nothing. Returns the new ``runs.csv`` table.
+    Every run whose model is in ``out/models`` and the oracle get the current score. The scores a
+    trained probe gave move, the first time, to the metric's legacy column (:data:`LEGACY_PROBES`:
+    ``u_probe_mlp_mse``, ``v_probe_deepsets_mse``); a run scored by the trained probe whose model
+    was not kept gets NaN (it cannot be rescored; retrain it, e.g. ``scripts/paper_study_gpu.py
+    --redo-unkept``), and a run already scored by the current code keeps its score. A later metric
+    is added as a column, NaN for the runs whose model was not kept. Rewrites ``runs.csv`` and
+    ``oracle.csv`` atomically; running it again changes nothing. Returns the new ``runs.csv`` table.
     """
     from .model import load_model
 
-    unknown = [m for m in metrics if m not in LEGACY_PROBES]
+    unknown = [m for m in metrics if m not in RESCORABLE]
     if unknown:
-        raise ConfigError(f"cannot rescore {', '.join(unknown)}: only {', '.join(LEGACY_PROBES)} are closed-form probes")
+        raise ConfigError(f"cannot rescore {', '.join(unknown)}: only {', '.join(RESCORABLE)} can be computed again "
+                          "from a kept model")
     out = Path(out)
     study = read_study(out)
     runs, splits_by_data = study["runs"], {}
@@ -544,6 +577,7 @@ def summarise(runs: pd.DataFrame, oracle: Optional[pd.DataFrame] = None, metrics
     :func:`rescore_v_probe`) does not count for that metric: ``n_seeds`` is per metric.
     """
     rows = []
+    metrics = [m for m in metrics if m in runs.columns]  # a folder older than a metric lacks its column
     for preset, group in runs.groupby("preset", sort=False):
         for metric in metrics:
             values = group[metric].dropna().to_numpy(dtype=float)  # NaN: a run this metric could not score
@@ -554,7 +588,7 @@ def summarise(runs: pd.DataFrame, oracle: Optional[pd.DataFrame] = None, metrics
             rows.append(dict(preset=preset, metric=metric, better=METRICS[metric], n_seeds=len(values),
                              median=float(np.median(values)), lo=lo, hi=hi))
     if oracle is not None and len(oracle):
-        for metric in metrics:
+        for metric in [m for m in metrics if m in oracle.columns]:
             value = float(oracle[metric].iloc[0])
             rows.append(dict(preset="oracle", metric=metric, better=METRICS[metric], n_seeds=0,
                              median=value, lo=value, hi=value))
@@ -617,13 +651,13 @@ def main_sweep_summary(out) -> str:
     path = Path(out) / RUNS_CSV
     if study["runs"].empty:
         raise ConfigError(f"{path} holds no runs yet (only its header); run `cxvae sweep --out {out}` first")
-    missing = [m for m in METRICS if m not in study["runs"].columns]
+    missing = [m for m in METRICS if m not in study["runs"].columns and m not in LATER_METRICS]
     if missing:
         raise ConfigError(f"{path} lacks the metric column(s) {', '.join(missing)}")
     table = summarise(study["runs"], study["oracle"])
     table["cell"] = table.apply(lambda r: f"{r['median']:.3f}" if r.n_seeds < 2 else
                                 f"{r['median']:.3f} [{r.lo:.3f}, {r.hi:.3f}]", axis=1)
-    wide = table.pivot(index="preset", columns="metric", values="cell")[list(METRICS)]
+    wide = table.pivot(index="preset", columns="metric", values="cell")[[m for m in METRICS if m in set(table.metric)]]
     order = [p for p in table.preset.unique()]
     seeds = table.groupby("preset").n_seeds.first()
     wide.insert(0, "seeds", seeds)

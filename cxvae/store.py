@@ -47,7 +47,7 @@ import pandas as pd
 from .config import PRESETS, SCALES, ConfigError, RunConfig
 from .metrics import METRICS
 
-__all__ = ["RUNS_CSV", "ORACLE_CSV", "CONFIG_JSON", "DAMAGED_CSV", "RUN_COLUMNS", "PROVENANCE", "DamagedRow",
+__all__ = ["RUNS_CSV", "ORACLE_CSV", "CONFIG_JSON", "DAMAGED_CSV", "RUN_COLUMNS", "LATER_METRICS", "PROVENANCE", "DamagedRow",
            "RunsFile", "Health", "DamagedRowsSetAside", "inspect_runs", "read_runs", "finished", "read_oracle",
            "read_config", "read_study", "read_table", "set_aside", "check", "save_run", "append_row", "write_csv",
            "replace_csv", "write_table", "write_json", "replace_text", "make_folder", "locked", "fs_errors",
@@ -58,6 +58,11 @@ PROVENANCE = ("version", "git_commit", "torch", "python", "device")
 RUN_COLUMNS = ("preset", "seed", "scale", *METRICS, "final_train_neg_elbo", "final_valid_neg_elbo",
                "train_seconds", "score_seconds", *PROVENANCE)
 ORACLE_COLUMNS = ("preset", "seed", "scale", *METRICS)
+# metrics added after studies were committed: a folder written before one lacks its column (read
+# as not scored); a sweep appending to it adds the column, empty for the rows already there
+LATER_METRICS = ("recon_sampled_mse",)
+_REQUIRED_RUN_COLUMNS = tuple(c for c in RUN_COLUMNS if c not in LATER_METRICS)
+_REQUIRED_ORACLE_COLUMNS = tuple(c for c in ORACLE_COLUMNS if c not in LATER_METRICS)
 TEXT_COLUMNS = ("preset", "scale", *PROVENANCE)  # every other column of runs.csv holds numbers
 Key = Tuple[str, int]
 
@@ -333,7 +338,7 @@ def inspect_runs(where, config: Optional[Dict] = None) -> RunsFile:
     missing = [c for c in ("preset", "seed") if c not in header]
     if missing:
         raise ConfigError(f"{path} has no {', '.join(map(repr, missing))} column; is it a table that cxvae wrote?")
-    missing = [c for c in RUN_COLUMNS if c not in header]
+    missing = [c for c in _REQUIRED_RUN_COLUMNS if c not in header]
     if data and missing:
         raise ConfigError(f"{path} lacks the column(s) {', '.join(missing)}; is it a study's runs.csv that cxvae "
                           "wrote?")
@@ -416,7 +421,7 @@ def read_oracle(folder, scale: Optional[str] = None) -> Optional[pd.DataFrame]:
     if not path.exists():
         return None
     table = read_table(path)
-    problems = [f"no {c!r} column" for c in ORACLE_COLUMNS if c not in table.columns]
+    problems = [f"no {c!r} column" for c in _REQUIRED_ORACLE_COLUMNS if c not in table.columns]
     header, data, cut = _split_lines(path, _text(path))
     if not problems:
         if cut:
@@ -430,7 +435,7 @@ def read_oracle(folder, scale: Optional[str] = None) -> Optional[pd.DataFrame]:
                 problems.append(f"line {number} is of preset {row['preset']!r}, not 'oracle'")
             if scale is not None and row["scale"] != scale:
                 problems.append(f"line {number} is at scale {row['scale']!r}, where the folder's is {scale!r}")
-            problems += [f"line {number}: {p}" for c in METRICS for p in [_number_problem(c, row[c])] if p]
+            problems += [f"line {number}: {p}" for c in METRICS if c in row for p in [_number_problem(c, row[c])] if p]
     if problems:
         raise ConfigError(f"{path} is damaged: {'; '.join(problems)}; score the oracle again (`cxvae oracle`)")
     return table
@@ -473,6 +478,17 @@ def set_aside(folder) -> List[DamagedRow]:
     return found.damaged
 
 
+def _add_empty_columns(path: Path, text: str, columns: Sequence[str]) -> None:
+    """Add ``columns`` (of :data:`LATER_METRICS`) at the end of ``runs.csv``, empty in every row;
+    the fields already there stay byte for byte (the caller holds the lock)."""
+    lines = text.split("\n")
+    header, rows = lines[0], lines[1:]
+    widen = lambda line, extra: (line[:-1] + extra + "\r" if line.endswith("\r") else line + extra)  # noqa: E731
+    out = [widen(header, "".join("," + c for c in columns))]
+    out += [widen(line, "," * len(columns)) if line.strip() else line for line in rows]
+    replace_text(path, "\n".join(out))
+
+
 def _append_run(path: Path, row: Dict) -> None:
     """Append ``row`` to ``runs.csv`` (the caller holds its lock), the rows already there kept as written."""
     if not path.exists():
@@ -481,6 +497,11 @@ def _append_run(path: Path, row: Dict) -> None:
     found = inspect_runs(path)
     columns = list(found.columns)
     new = [c for c in row if c not in columns]
+    later = [c for c in new if c in LATER_METRICS]
+    if later and len(found.runs) + len(found.damaged):  # the rows already there were not scored on them
+        _add_empty_columns(path, found.text, later)
+        found = inspect_runs(path)
+        columns, new = list(found.columns), [c for c in new if c not in later]
     if new and len(found.runs) + len(found.damaged):
         raise ConfigError(f"{path} has no {', '.join(new)} column(s), which this version of cxvae writes; "
                           "give the sweep another --out folder")
