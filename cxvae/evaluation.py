@@ -137,9 +137,10 @@ class ModelScorer:
         with torch.random.fork_rng(devices=gen_devices):
             torch.manual_seed(self.seed)
             for b in self._batches(data):
-                draws = []
+                draws, group = [], None
                 for _ in range(n_draws):
-                    c = self.model.encode(b.x, b.mask, sample=True)
+                    c = self.model.encode(b.x, b.mask, sample=True, group_posterior=group)
+                    group = (c["u_mean"], c["u_var"])
                     draws.append(self.model.decode(c["u"], c["v"])[0].cpu())
                 out.append(torch.stack(draws))
         k_max = data.x.shape[1]

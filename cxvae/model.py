@@ -298,16 +298,19 @@ class GroupVAE(nn.Module):
         return {key: t[0] for key, t in drawn.items()}
 
     def encode(self, x: torch.Tensor, mask: torch.Tensor, sample: bool = True,
-               noise: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
+               noise: Optional[Dict[str, torch.Tensor]] = None,
+               group_posterior: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
         """Infer the codes of a batch of groups.
 
         Returns a dict with ``u_mean, u_var (B, u_dim)``, ``u (B, u_dim)`` (a sample, or the mean
         when ``sample=False``), ``v_mean, v_var (B, K, v_dim)`` (the conditional encoder reads
         that ``u``) and ``v (B, K, v_dim)`` (a sample, or the mean). ``noise`` (from
         :meth:`draw_noise`) fixes the samples' noise; if None it is drawn from the global RNG.
+        ``group_posterior``: ``(u_mean, u_var)`` the group encoder already gave for ``x`` (several
+        draws of the same groups then run it once).
         """
         noise = noise or {}
-        u_mean, u_var = self.group_encoder(x, mask)
+        u_mean, u_var = self.group_encoder(x, mask) if group_posterior is None else group_posterior
         u = sample_normal(u_mean, u_var, eps=noise.get("u")) if sample else u_mean
         v_mean, v_var = self.instance_encoder(x, u)
         v = sample_normal(v_mean, v_var, mask, eps=noise.get("v")) if sample else v_mean

@@ -250,6 +250,7 @@ def plot_metric_boxes(runs: pd.DataFrame, metrics: Sequence[str],
                       oracle: Optional[Mapping[str, float]] = None,
                       presets: Optional[Sequence[str]] = None, log_scale: Sequence[str] = ()) -> Figure:
     """Box plots over seeds, one panel per metric and one box per preset (paper Figures 4, 5).
+    Each box is labelled with its preset and its number of seeds (runs without the metric left out).
 
     Args:
         runs: one row per run, with a ``preset`` column and one column per metric.
@@ -277,7 +278,7 @@ def plot_metric_boxes(runs: pd.DataFrame, metrics: Sequence[str],
                            label="oracle")
                 ax.legend(loc="best")
             ax.set_xticks(range(len(presets)))
-            ax.set_xticklabels(presets, rotation=40, ha="right")
+            ax.set_xticklabels([f"{p} ({len(v)})" for p, v in zip(presets, values)], rotation=40, ha="right")
             ax.set_title(_direction_title(metric))
             if metric in log_scale:
                 ax.set_yscale("log")

@@ -158,11 +158,17 @@ def c2_checks(summary, mean_shrinkage: float, corrected: str = "ml-vae-corrected
                       "translation_mse better": bool(better[(plain, "translation_mse")])}, name="C2")
 
 
-def c3_checks(summary, model: str = "cxvae", baselines: Sequence[str] = BASELINES) -> "pd.DataFrame":
+def c3_checks(summary, model: str = "cxvae", baselines: Sequence[str] = BASELINES,
+              recon: str = "recon_mse") -> "pd.DataFrame":
     """C3, CxVAE better on every metric of the paper's Figure 4: a boolean table, one row per
-    baseline and one column per metric of :data:`FIGURE4_METRICS` (verdict ``better``)."""
+    baseline and one column per metric of :data:`FIGURE4_METRICS` (verdict ``better``).
+
+    ``recon`` names the reconstruction metric: ``recon_mse`` (decoded posterior means, the form
+    the verdict was fixed with) or ``recon_sampled_mse`` (decoded posterior draws), to show how
+    far the verdict rests on that form; the paper does not say which it used."""
+    metrics = [recon if m == "recon_mse" else m for m in FIGURE4_METRICS]
     better = better_than(summary, model, baselines)
-    c3 = better.unstack("metric").reindex(columns=list(FIGURE4_METRICS), fill_value=False).loc[list(baselines)]
+    c3 = better.unstack("metric").reindex(columns=metrics, fill_value=False).loc[list(baselines)]
     return c3.rename_axis(columns=None)
 
 

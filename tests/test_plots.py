@@ -85,6 +85,9 @@ def test_plot_metric_boxes():
     assert "lower is better" in left.get_title() and "higher is better" in right.get_title()
     assert len(left.patches) == 3 and any(line.get_linestyle() == "--" for line in left.lines)
     check(fig, 2)
+    runs.loc[(runs.preset == "gvae") & (runs.seed > 0), "v_probe_mse"] = np.nan  # a run the metric could not score
+    fig = plots.plot_metric_boxes(runs, ["recon_mse", "v_probe_mse"])
+    assert [t.get_text() for t in fig.get_axes()[1].get_xticklabels()] == ["ml-vae (4)", "gvae (1)", "cxvae (4)"]
 
 
 def test_plot_translation_one_row_per_model():

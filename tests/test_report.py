@@ -119,6 +119,13 @@ def test_c1_to_c4_checks_give_their_known_answers():
     assert list(c3.columns) == ["recon_mse", "translation_mse", "u_probe_mse", "v_probe_mse"]
     assert c3.values.sum() == 12 - 2 and not c3.loc["gvae", "u_probe_mse"] and not c3.loc["gvae-ad", "recon_mse"]
     assert c4_checks(summary).to_dict() == {"ml-vae": True, "gvae": False, "gvae-ad": True}
+    # the same claim with reconstruction from sampled codes: CxVAE better than gvae-ad there too
+    cells = _known_study()
+    for p, row in cells.items():
+        row["recon_sampled_mse"] = _point(0.8 if p == "cxvae" else 1.0) if p != "oracle" else (0.7, 0.7, 0.7)
+    sampled = c3_checks(_summary(cells), recon="recon_sampled_mse")
+    assert list(sampled.columns) == ["recon_sampled_mse", "translation_mse", "u_probe_mse", "v_probe_mse"]
+    assert sampled["recon_sampled_mse"].all() and sampled.values.sum() == 12 - 1
     with pytest.raises(ValueError, match="oracle"):
         c1_checks(summary[summary.preset != "oracle"])
 

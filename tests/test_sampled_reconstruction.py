@@ -144,3 +144,17 @@ def test_rescore_adds_the_column_for_the_kept_models_and_the_oracle(tmp_path, ca
 def test_the_metric_is_registered_lower_is_better():
     assert METRICS["recon_sampled_mse"] == "lower"
     assert list(METRICS).index("recon_sampled_mse") == list(METRICS).index("recon_mse") + 1
+
+
+def test_encoding_with_the_group_posterior_given_is_encoding_from_scratch(data):
+    """Draws share the group encoder's output: with the same noise, passing ``group_posterior``
+    gives exactly the codes of a full encode."""
+    torch.manual_seed(2)
+    model = GroupVAE(model_preset("cxvae"))
+    batch = data.subset(slice(0, 16))
+    noise = model.draw_noise(batch.mask, seed=5, with_critic=False)
+    with torch.no_grad():
+        full = model.encode(batch.x, batch.mask, noise=noise)
+        reused = model.encode(batch.x, batch.mask, noise=noise, group_posterior=(full["u_mean"], full["u_var"]))
+    for key in full:
+        assert torch.equal(full[key], reused[key]), key
