@@ -14,6 +14,7 @@ colours within each figure are distinct. Random jitter is seeded, so figures are
 """
 from __future__ import annotations
 
+import textwrap
 from typing import Dict, Mapping, Optional, Sequence, Union
 
 import matplotlib
@@ -241,7 +242,7 @@ def plot_training_curves(histories: Mapping[str, pd.DataFrame], zoom_from: float
 def _direction_title(metric: str) -> str:
     from .metrics import METRICS  # a lazy import: plotting should not pull in the model code early
 
-    label = METRIC_LABELS.get(metric, metric)
+    label = "\n".join(textwrap.wrap(METRIC_LABELS.get(metric, metric), 24))  # panels are ~2.4 in wide
     direction = METRICS.get(metric)
     return f"{label}\n({direction} is better)" if direction else label
 
