@@ -1,6 +1,6 @@
 """The ``cxvae`` command line: ``cxvae train``, ``cxvae evaluate``, ``cxvae sweep``, ``cxvae oracle``,
 ``cxvae summary``, ``cxvae gap``, ``cxvae decompose``, ``cxvae strength``, ``cxvae bench``, ``cxvae merge``,
-``cxvae rescore``, ``cxvae check`` and ``cxvae table-bench``. ``cxvae sweep`` and ``cxvae strength`` train in this
+``cxvae rescore``, ``cxvae check``, ``cxvae table-bench`` and ``cxvae table-splits``. ``cxvae sweep`` and ``cxvae strength`` train in this
 process or, with ``--engine ray``, on a Ray cluster (:mod:`cxvae.engine`).
 
 Run ``cxvae COMMAND --help`` for the options of each command.
@@ -259,6 +259,24 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _cmd_table_splits(args) -> int:
+    import shlex
+
+    from .runner import parse_seeds
+    from .table_bench import CLASSICAL, DATASETS, best_against_best, run_repeated
+
+    tables = list(DATASETS) if args.tables == "all" else [t.strip() for t in args.tables.split(",")]
+    models = [m.strip() for m in args.models.split(",")]
+    command = (f"cxvae table-splits --tables {args.tables} --models {args.models} --splits {args.splits} "
+               f"--kinds {args.kinds} --out {shlex.quote(str(args.out))}")
+    runs = run_repeated(args.out, tables, models, parse_seeds(args.splits), [k.strip() for k in args.kinds.split(",")],
+                        command=command, progress=not args.quiet)
+    presets = [m for m in dict.fromkeys(runs.model) if m not in CLASSICAL]
+    if presets:
+        print(best_against_best(runs, presets).round(4).to_string(index=False))
+    return 0
+
+
 def _cmd_table_bench(args) -> int:
     import shlex
 
@@ -383,6 +401,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--out", default="results/tabular_benchmark")
     p.set_defaults(func=_cmd_table_bench)
+
+    p = sub.add_parser("table-splits", help="held-out NLL on public multilevel tables over repeated splits: "
+                       "MixedLM, GPBoost and presets at their defaults, resumable")
+    p.add_argument("--tables", default="all", help="comma-separated cxvae.table_bench.DATASETS names (default all)")
+    p.add_argument("--models", default="MixedLM,GPBoost-LMM,GPBoost-trees,gvae,cxvae",
+                   help="classical models (MixedLM, GPBoost-LMM, GPBoost-trees) and presets, comma-separated")
+    p.add_argument("--splits", default="0-9", help="split seeds, e.g. 0-9 (default: 10 splits)")
+    p.add_argument("--kinds", default="within,new", help="split kinds: within (known groups), new (new groups)")
+    p.add_argument("--out", default="results/table_splits")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_table_splits)
 
     p = sub.add_parser("check", help="a study folder's health: its runs, damaged rows (exit 1) and missing files")
     p.add_argument("folder", help="a study folder with runs.csv (e.g. results/paper)")

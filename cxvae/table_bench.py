@@ -268,3 +268,133 @@ def load_or_run(recompute: bool = False, smoke: bool = True, seeds: Sequence[int
                             kind="stable").reset_index(drop=True)
     return dict(runs=runs, summary=summarise(runs), config=config, folder=str(folder))
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Repeated splits: every model at its defaults, the classical models beside the presets, and
+# paired differences over splits
+# ---------------------------------------------------------------------------------------------
+CLASSICAL = ("MixedLM", "GPBoost-LMM", "GPBoost-trees")
+SPLIT_KINDS = ("within", "new")
+
+
+def _fit_classical(name: str, train: pd.DataFrame, spec: TableSpec, covariates: list):
+    from .classical import fit_gpboost
+
+    if name == "MixedLM":
+        return fit_mixed(train, spec.response, spec.group, covariates=covariates, random_slopes=covariates)
+    kind = {"GPBoost-LMM": "lmm", "GPBoost-trees": "boosted"}[name]
+    return fit_gpboost(train, spec.response, spec.group, covariates, random_slopes=covariates, kind=kind)
+
+
+def _fit_model(name: str, train: pd.DataFrame, spec: TableSpec, covariates: list, seed: int):
+    if name in CLASSICAL:
+        return _fit_classical(name, train, spec, covariates)
+    # the preset at its defaults (step budget and early stopping: cxvae.tabular.fit)
+    return fit(train, spec.group, spec.response, covariates=covariates, preset=name, seed=seed, dequantise=False,
+               progress=False)
+
+
+def split_table(df: pd.DataFrame, spec: TableSpec, kind: str, split_seed: int):
+    """The ``(train, holdout)`` of one repeated split: ``within`` holds out a fifth of every
+    group's rows (groups of one or two rows stay whole in training), ``new`` a fifth of the groups."""
+    if kind == "within":
+        return split_within_groups(df, spec.group, holdout=0.2, min_train=1, seed=split_seed)
+    if kind == "new":
+        return split_by_group(df, spec.group, holdout=0.2, seed=split_seed)
+    raise ConfigError(f"unknown split kind {kind!r}; choose from {SPLIT_KINDS}")
+
+
+def run_repeated(out, tables: Sequence[str], models: Sequence[str], split_seeds: Sequence[int] = tuple(range(10)),
+                 kinds: Sequence[str] = SPLIT_KINDS, command: str = "", progress: bool = True) -> pd.DataFrame:
+    """Held-out NLL of every model in ``models`` (names of :data:`CLASSICAL` and presets) on every
+    table, split kind and split seed, into the folder ``out``, resumably (a row already in
+    ``out/runs.csv`` is not fitted again; each new row is appended as soon as it is scored).
+
+    Every model uses the table's covariate, in both split kinds, with a random slope for it in
+    the classical models; a preset is fitted at its defaults with seed ``split_seed`` (one model
+    per split: the spread over splits then holds both the split's and the training's noise).
+    Rows: ``table, split, split_seed, model, rows, groups, holdout_rows, covariate, nll`` (mean
+    over held-out rows, nats), ``nll_median_row`` (the median row's, so that a few outlying rows
+    are visible) and ``seconds`` (fit time). Returns every row of the folder.
+    """
+    from tqdm import tqdm
+
+    tables, models = _names(tables), _names(models)
+    unknown = [m for m in models if m not in CLASSICAL and m not in PRESETS]
+    if unknown:
+        raise ConfigError(f"unknown model(s) {unknown}; choose from {list(CLASSICAL)} and the presets")
+    seeds = [require_int("split seed", s, 0) for s in split_seeds]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "runs.csv"
+    done = set()
+    if path.exists():
+        have = pd.read_csv(path)
+        done = set(zip(have.table, have.split, have.split_seed.astype(int), have.model))
+    config_path = out / "config.json"
+    config = json.loads(config_path.read_text()) if config_path.exists() else {}
+    config["commands"] = list(dict.fromkeys([*config.get("commands", []), command] if command else
+                                            config.get("commands", [])))
+    for key, new in (("tables", tables), ("models", models), ("split_seeds", seeds), ("kinds", list(kinds))):
+        config[key] = list(dict.fromkeys([*config.get(key, []), *new]))
+    write_json(config_path, config, sort_keys=True)
+    jobs = [(t, k, s, m) for t in tables for k in kinds for s in seeds for m in models if (t, k, s, m) not in done]
+    frames = {}
+    for name, kind, seed, model_name in tqdm(jobs, desc=f"table-bench {out}", disable=not progress):
+        if name not in frames:
+            frames[name] = load_table(name)
+        df, spec = frames[name], DATASETS[name]
+        train, hold = split_table(df, spec, kind, seed)
+        covariates = [spec.covariate] if spec.covariate else []
+        start = time.perf_counter()
+        model = _fit_model(model_name, train, spec, covariates, seed)
+        seconds = time.perf_counter() - start
+        log_p = model.log_density(hold)
+        append_row(path, dict(table=name, split=kind, split_seed=seed, model=model_name, rows=len(df),
+                              groups=df[spec.group].nunique(), holdout_rows=len(hold), covariate=bool(covariates),
+                              nll=float(-log_p.mean()), nll_median_row=float(-log_p.median()), seconds=seconds))
+    return pd.read_csv(path)
+
+
+def paired_differences(runs: pd.DataFrame, model: str, baselines: Sequence[str], level: float = 0.95) -> pd.DataFrame:
+    """``model``'s held-out NLL minus each baseline's, paired by split: per (table, split kind,
+    baseline) the number of splits both have, the mean difference and its ``level`` t-interval
+    over splits (negative: ``model`` is better), and the mean difference of the median rows."""
+    from scipy import stats
+
+    rows = []
+    wide = runs.pivot_table(index=["table", "split", "split_seed"], columns="model", values=["nll", "nll_median_row"])
+    for (table, split), block in wide.groupby(level=["table", "split"], sort=False):
+        for base in baselines:
+            if ("nll", model) not in block.columns or ("nll", base) not in block.columns:
+                continue
+            d = (block[("nll", model)] - block[("nll", base)]).dropna().to_numpy()
+            dm = (block[("nll_median_row", model)] - block[("nll_median_row", base)]).dropna().to_numpy()
+            n = len(d)
+            half = (stats.t.ppf((1 + level) / 2, n - 1) * d.std(ddof=1) / np.sqrt(n)) if n > 1 else np.nan
+            rows.append(dict(table=table, split=split, model=model, baseline=base, n_splits=n, mean=d.mean(),
+                             lo=d.mean() - half, hi=d.mean() + half,
+                             median_row_mean=dm.mean() if len(dm) else np.nan))
+    return pd.DataFrame(rows)
+
+
+def best_against_best(runs: pd.DataFrame, presets: Sequence[str], classical: Sequence[str] = CLASSICAL,
+                      level: float = 0.95) -> pd.DataFrame:
+    """Per (table, split kind): the preset and the classical model with the lowest mean NLL over
+    splits, and the first minus the second paired by split (:func:`paired_differences`), with
+    ``at_or_below``: the interval's upper end at or below 0."""
+    rows = []
+    mean = runs.groupby(["table", "split", "model"], sort=False).nll.mean()
+    for (table, split), block in mean.groupby(level=["table", "split"], sort=False):
+        block = block.droplevel(["table", "split"])
+        ours = block.reindex([p for p in presets if p in block.index]).dropna()
+        theirs = block.reindex([c for c in classical if c in block.index]).dropna()
+        if ours.empty or theirs.empty:
+            continue
+        best, base = ours.idxmin(), theirs.idxmin()
+        sub = runs[(runs.table == table) & (runs.split == split)]
+        diff = paired_differences(sub, best, [base], level).iloc[0]
+        rows.append(dict(table=table, split=split, best_preset=best, best_classical=base, n_splits=diff.n_splits,
+                         mean=diff["mean"], lo=diff.lo, hi=diff.hi, at_or_below=bool(diff.hi <= 0)))
+    return pd.DataFrame(rows)
