@@ -14,7 +14,8 @@ An executable reproduction of "Context-Aware Variational Autoencoder" (CxVAE). T
 * :mod:`cxvae.bias` — the product-of-normals bias (eq. 1), exact and learned;
 * :mod:`cxvae.strength` — the group-strength family, from unconfounded to emergent groups (6.3);
 * :mod:`cxvae.report` — the rule that turns a claim's checks into a verdict;
-* :mod:`cxvae.tabular`, :mod:`cxvae.mixed` — pandas data, the practitioner API, the mixed model;
+* :mod:`cxvae.frames`, :mod:`cxvae.tabular`, :mod:`cxvae.mixed` — table checks, pandas data, the
+  practitioner API, the mixed model;
 * :mod:`cxvae.plots`, :mod:`cxvae.paper_values`, :mod:`cxvae.bench` — figures, reported values, timing;
 * :mod:`cxvae.cli` — the ``cxvae`` command.
 """

@@ -39,6 +39,8 @@ from typing import Iterable, Sequence, Tuple
 import pandas as pd
 import torch
 
+from .model import gaussian_kl
+
 __all__ = [
     "correction_verdicts",
     "correction_sentence",
@@ -172,10 +174,11 @@ def product_bias_table(K_values: Iterable[int] = range(1, 65),
     corr_mean1, corr_var = corrected_product_posterior(one, K, s)
     gap_per_unit_sum = plain_mean1 - exact_mean1  # plain mean - exact mean = gap * x_sum
 
-    # KL(N(m_p, v_p) || N(m_e, v_e)) = 1/2 [log(v_e/v_p) + v_p/v_e - 1 + (m_p - m_e)^2 / v_e]
+    # KL(N(m_p, v_p) || N(m_e, v_e)) depends on the data only through (m_p - m_e)^2 =
+    # gap^2 x_sum^2, linearly: its mean over x_sum is the KL at the root-mean-square gap.
     expected_sum_sq = K * s ** 2 + K ** 2  # E[x_sum^2 | u = 1]
-    kl = 0.5 * (torch.log(exact_var / plain_var) + plain_var / exact_var - 1.0
-                + gap_per_unit_sum ** 2 * expected_sum_sq / exact_var)
+    rms_gap = gap_per_unit_sum * expected_sum_sq.sqrt()
+    kl = gaussian_kl(rms_gap[:, None], plain_var[:, None], 0.0, exact_var[:, None])  # (n_s * n_K,)
 
     return pd.DataFrame(dict(
         K=K.long().numpy(),
@@ -232,7 +235,7 @@ def group_posterior_gap(model, data, oracle=None, batch_size: int = 1024) -> pd.
         variances.append(var.double().cpu())
     q_mean, q_var = torch.cat(means), torch.cat(variances)
     qm, qv, pm, pv = q_mean[:, 0], q_var[:, 0], exact["mu_mean"], exact["mu_var"]
-    kl = 0.5 * (qv / pv + (qm - pm) ** 2 / pv - 1 - torch.log(qv / pv))
+    kl = gaussian_kl(qm[:, None], qv[:, None], pm[:, None], pv[:, None])  # (N,): KL[q(mu|x) || N(pm, pv)]
     return pd.DataFrame(dict(
         K=data.sizes.cpu().numpy(),
         mu_exact_mean=pm.numpy(), mu_exact_var=pv.numpy(), mu_learned_mean=qm.numpy(), mu_learned_var=qv.numpy(),

@@ -115,12 +115,13 @@ def run_block(cfg, seeds: List[int], splits, cuda_graphs: bool = False, together
 
     torch.set_num_threads(threads)
     device = resolve_device(cfg.device)
+    prov = provenance(device)  # before training: the commit the task started from
     splits = {k: v.to(device) for k, v in splits.items()}
     results = train_seeds(cfg, seeds, splits, progress=False, cuda_graphs=cuda_graphs)
     runs = list(scored(results, splits, together))
     for result, _, _ in runs:
         result.model.cpu()
-    return runs, provenance(device)
+    return runs, prov
 
 
 def _error_line(err: BaseException) -> str:

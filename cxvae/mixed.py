@@ -29,7 +29,7 @@ from scipy import stats
 
 from .config import ConfigError, require_int
 from .data import DataError
-from .tabular import _check_columns, _names
+from .frames import check_columns, column_names
 
 __all__ = ["MixedModel", "fit_mixed", "multiple_correlation", "rank_agreement", "compare_presets", "summarise_runs"]
 
@@ -98,7 +98,7 @@ class MixedModel:
         return {g: np.asarray(c) for g, c in self.result.random_effects_cov.items()}
 
     def _known(self, df: pd.DataFrame) -> pd.Series:
-        _check_columns(df, self.group, [self.response, *self.covariates])
+        check_columns(df, self.group, [self.response, *self.covariates])
         known = df[self.group].isin(set(self.result.random_effects))
         return known
 
@@ -174,7 +174,7 @@ class MixedModel:
         """The mixed model's translation: each row of ``source_group`` keeps its covariates and
         residual and takes the target group's effects (``y' = x' beta + z' b_hat_j + e_ik``)."""
         df = self.train_frame if df is None else df
-        _check_columns(df, self.group, [self.response, *self.covariates])
+        check_columns(df, self.group, [self.response, *self.covariates])
         rows = df[df[self.group] == source_group]
         if len(rows) == 0:
             raise DataError(f"group {source_group!r} has no rows in the table")
@@ -197,13 +197,13 @@ def fit_mixed(df: pd.DataFrame, response: str, group: str, covariates: Sequence[
     """
     from statsmodels.regression.mixed_linear_model import MixedLM
 
-    covariates, random_slopes = _names(covariates), _names(random_slopes)
+    covariates, random_slopes = column_names(covariates), column_names(random_slopes)
     if response in covariates:
         raise DataError(f"the response {response!r} cannot also be a covariate")
     missing = [c for c in random_slopes if c not in covariates]
     if missing:
         raise DataError(f"random slope(s) {missing} must also be fixed-effect covariates")
-    _check_columns(df, group, [response, *covariates])
+    check_columns(df, group, [response, *covariates])
     if df[group].nunique() < 2:
         raise DataError("a mixed model needs at least 2 groups")
     model = MixedModel(None, response, group, covariates, random_slopes, df)
@@ -323,9 +323,9 @@ def compare_presets(train: pd.DataFrame, holdout: pd.DataFrame, *, group: str, v
     """
     from .tabular import fit
 
-    presets = _names(presets)  # one preset name, not its letters
+    presets = column_names(presets)  # one preset name, not its letters
     seeds = [seeds] if isinstance(seeds, (int, np.integer)) else list(seeds)
-    _check_columns(train, group, values)
+    check_columns(train, group, values)
     for name, table, needed, what in (("effects", effects, pd.Index(train[group].unique()), "group"),
                                       ("residuals", residuals, train.index, "row")):
         lacking = needed.difference(table.index)  # checked before training, not as a KeyError after it
@@ -352,4 +352,4 @@ def compare_presets(train: pd.DataFrame, holdout: pd.DataFrame, *, group: str, v
 def summarise_runs(runs: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     """Median over seeds of ``columns``, one row per preset (in the order of ``runs``)."""
     order = list(dict.fromkeys(runs["preset"]))
-    return runs.groupby("preset")[_names(columns)].median().loc[order]
+    return runs.groupby("preset")[column_names(columns)].median().loc[order]

@@ -57,6 +57,17 @@ def kl_to_standard_normal(mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor
     return 0.5 * (var + mean ** 2 - 1.0 - var.log()).sum(dim=-1)
 
 
+def gaussian_kl(mean: torch.Tensor, var: torch.Tensor, other_mean, other_var) -> torch.Tensor:
+    """``KL[N(mean, diag var) || N(other_mean, diag other_var)]`` summed over the last dim.
+
+    Through :func:`kl_to_standard_normal`, the library's one closed form: the KL is unchanged by
+    the map ``z -> (z - other_mean) / sqrt(other_var)``, which takes the second normal to
+    ``N(0, I)`` and the first to ``N((mean - other_mean) / sqrt(other_var), var / other_var)``.
+    Shapes ``(..., d) -> (...)``; the second normal's tensors (or numbers) broadcast.
+    """
+    return kl_to_standard_normal((mean - other_mean) / other_var ** 0.5, var / other_var)
+
+
 def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
     """``log N(x; mean, diag var)`` summed over the last dim; ``(..., d) -> (...)``."""
     return -0.5 * (((x - mean) ** 2) / var + var.log() + math.log(2 * math.pi)).sum(dim=-1)

@@ -127,6 +127,7 @@ def run_real_data_study(out="results/real_data/smoke", smoke: bool = True, seeds
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     threads, start = torch.get_num_threads(), time.time()
+    prov = provenance(resolve_device(device))  # at the start: the commit the study ran from
     torch.set_num_threads(1)
 
     def say(what):
@@ -214,7 +215,7 @@ def run_real_data_study(out="results/real_data/smoke", smoke: bool = True, seeds
     command = command or (f"cxvae.real_data.run_real_data_study(out={str(out)!r}, smoke={smoke}, "
                           f"seeds={seeds}, presets={list(presets)}, device={device!r}, epochs={epochs}, n_boot={settings['n_boot']})")
     config = dict(study="real_data", settings=settings, command=command, files=FILES,
-                  seconds=round(time.time() - start, 1), provenance=provenance(resolve_device(device)))
+                  seconds=round(time.time() - start, 1), provenance=prov)
     write_json(out / "config.json", config)
     return read_real_data_study(out)
 

@@ -17,6 +17,7 @@ trains in this process or, with ``engine='ray'``, as Ray tasks whose results thi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -46,7 +47,7 @@ from .store import (CONFIG_JSON, LATER_METRICS, ORACLE_CSV, RUNS_CSV, append_row
                     replace_text, save_run, write_csv, write_json, write_table)
 from .train import make_splits, resolve_device, train_seeds
 
-__all__ = ["parse_seeds", "format_seeds", "provenance", "append_row", "score", "sweep", "run_oracle", "summarise",
+__all__ = ["parse_seeds", "format_seeds", "provenance", "code_commit", "append_row", "score", "sweep", "run_oracle", "summarise",
            "compare_to", "read_study", "plan_sweep", "sweep_configs", "SweepPlan", "study_command", "load_or_run",
            "probe_config", "merge_study", "short_of_seeds", "made_on_cpu_only", "rescore", "LEGACY_PROBES", "RESCORABLE", "closed_form_probes", "with_rescored_probe", "run_history",
            "study_provenance", "made_by", "PAPER_SEEDS", "score_many", "scored", "score_and_save"]
@@ -101,16 +102,20 @@ def _git_commit() -> str:
         return "unknown"
 
 
-# The commit of the code this process runs: read when the library is imported, because a
-# long sweep must not record a commit made (or files edited) after it started.
-GIT_COMMIT_AT_IMPORT = _git_commit()
+@functools.lru_cache(maxsize=None)
+def code_commit() -> str:
+    """The commit of the code this process runs (``'<12 hex>'``, ``'<12 hex>-dirty'`` or
+    ``'unknown'``), read once, on first use, and kept: a long sweep, which asks for it before its
+    first run, must not record a commit made (or files edited) after it started. Reading it
+    lazily, not at import, keeps ``import cxvae.cli`` (and ``cxvae --help``) free of git processes."""
+    return _git_commit()
 
 
 def provenance(device: torch.device) -> Dict[str, str]:
-    """Library version, git commit (at import of the library), torch/python versions and the
-    device's name."""
+    """Library version, git commit (:func:`code_commit`: read on the process's first call),
+    torch/python versions and the device's name."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.machine()})"
-    return dict(version=__version__, git_commit=GIT_COMMIT_AT_IMPORT, torch=torch.__version__,
+    return dict(version=__version__, git_commit=code_commit(), torch=torch.__version__,
                 python=platform.python_version(), device=name)
 
 

@@ -31,7 +31,8 @@ import pandas as pd
 from .config import ConfigError, PRESETS, require_int
 from .mixed import fit_mixed
 from .store import append_row, write_csv, write_json
-from .tabular import _names, _rdataset, fit, split_by_group, split_within_groups
+from .frames import column_names, read_rdataset
+from .tabular import fit, split_by_group, split_within_groups
 
 __all__ = ["TableSpec", "DATASETS", "load_table", "run_benchmark", "run_into", "resume_rows", "summarise",
            "write_results", "load_or_run"]
@@ -96,7 +97,7 @@ def load_table(name: str) -> pd.DataFrame:
     if name not in DATASETS:
         raise ConfigError(f"unknown benchmark table {name!r}; choose from {sorted(DATASETS)}")
     spec = DATASETS[name]
-    df = _rdataset(spec.package, spec.name)
+    df = read_rdataset(spec.package, spec.name)
     df = spec.transform(df) if spec.transform else df
     columns = [spec.group, spec.response] + ([spec.covariate] if spec.covariate else [])
     df = df[columns].dropna().reset_index(drop=True)
@@ -140,7 +141,7 @@ def run_benchmark(tables: Sequence[str], presets: Sequence[str], seeds: Sequence
         (fit time) and ``skipped_groups`` (singleton groups the regulariser skipped in the last
         epoch); MixedLM has seed -1 (it is deterministic).
     """
-    tables, presets = _names(tables), _names(presets)
+    tables, presets = column_names(tables), column_names(presets)
     unknown = [p for p in presets if p not in PRESETS]
     if unknown:
         raise ConfigError(f"unknown preset(s) {unknown}; choose from {sorted(PRESETS)}")

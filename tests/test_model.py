@@ -11,7 +11,7 @@ from torch.distributions import Normal, kl_divergence
 from cxvae.config import ModelConfig, model_preset
 from cxvae.data import from_groups, generate_exam_scores
 from cxvae.model import (AverageGroupEncoder, CorrectedProductGroupEncoder, DeepSetsGroupEncoder, GroupVAE,
-                         InstanceEncoder, ProductGroupEncoder, gaussian_log_prob, kl_to_standard_normal,
+                         InstanceEncoder, ProductGroupEncoder, gaussian_kl, gaussian_log_prob, kl_to_standard_normal,
                          masked_mean, masked_sum, split_normal)
 
 GROUP_ENCODERS = {"average": AverageGroupEncoder, "product": ProductGroupEncoder,
@@ -66,6 +66,27 @@ def test_kl_to_standard_normal_matches_torch_distributions():
     expected = kl_divergence(Normal(mean, var.sqrt()), Normal(0.0, 1.0)).sum(-1)
     torch.testing.assert_close(kl_to_standard_normal(mean, var), expected, rtol=1e-12, atol=1e-12)
     assert float(kl_to_standard_normal(torch.zeros(1, 2), torch.ones(1, 2))) == 0.0
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_gaussian_kl_between_two_normals_matches_torch_distributions(dtype, tol):
+    """KL[N(m, diag v) || N(m', diag v')] equals torch's kl_divergence summed over the last dim,
+    with the second normal given per element, broadcast, or as numbers; N(0, I) gives
+    kl_to_standard_normal, a normal against itself 0."""
+    gen = torch.Generator().manual_seed(1)
+    mean, other_mean = (3 * torch.randn(5, 4, 3, generator=gen, dtype=torch.float64) for _ in range(2))
+    var, other_var = (torch.exp(2 * torch.randn(5, 4, 3, generator=gen, dtype=torch.float64)) for _ in range(2))
+    expected = kl_divergence(Normal(mean, var.sqrt()), Normal(other_mean, other_var.sqrt())).sum(-1)
+    m, v, om, ov = (t.to(dtype) for t in (mean, var, other_mean, other_var))
+    got = gaussian_kl(m, v, om, ov)
+    assert got.dtype == dtype and got.shape == (5, 4)
+    torch.testing.assert_close(got, expected.to(dtype), rtol=tol, atol=tol)
+    row = kl_divergence(Normal(mean, var.sqrt()), Normal(other_mean[0, 0], other_var[0, 0].sqrt())).sum(-1)
+    torch.testing.assert_close(gaussian_kl(m, v, om[0, 0], ov[0, 0]), row.to(dtype), rtol=tol, atol=tol)
+    scalar = kl_divergence(Normal(mean, var.sqrt()), Normal(0.5, 2.0)).sum(-1)
+    torch.testing.assert_close(gaussian_kl(m, v, 0.5, 4.0), scalar.to(dtype), rtol=tol, atol=tol)
+    torch.testing.assert_close(gaussian_kl(m, v, 0.0, 1.0), kl_to_standard_normal(m, v), rtol=0, atol=0)
+    assert torch.all(gaussian_kl(m, v, m, v) == 0)
 
 
 def test_gaussian_log_prob_matches_torch_distributions():

@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from cxvae import runner, store
 from cxvae.cli import main
@@ -275,6 +276,20 @@ def test_a_full_commit_hash_from_the_environment_is_shortened_like_git_does(monk
     assert runner._git_commit() == "7664528202da"
     monkeypatch.setenv("CXVAE_GIT_COMMIT", "7664528-dirty")
     assert runner._git_commit() == "7664528-dirty"
+
+
+def test_provenance_reads_the_commit_once_on_first_use(monkeypatch):
+    """code_commit runs git (here: a stand-in) on its first call only and provenance records it."""
+    calls = []
+    monkeypatch.setattr(runner, "_git_commit", lambda: calls.append(1) or "0123456789ab")
+    runner.code_commit.cache_clear()
+    try:
+        assert calls == []
+        first = runner.provenance(torch.device("cpu"))["git_commit"]
+        assert first == runner.provenance(torch.device("cpu"))["git_commit"] == runner.code_commit() == "0123456789ab"
+        assert calls == [1]
+    finally:
+        runner.code_commit.cache_clear()
 
 
 def test_made_on_cpu_only_names_the_presets_no_gpu_touched():
