@@ -25,7 +25,7 @@ from scipy import stats
 
 from .config import ConfigError
 from .data import DataError
-from .tabular import _check_columns, _names
+from .frames import check_columns, column_names
 
 __all__ = ["BoostConfig", "GPBoostModel", "fit_gpboost", "GPBOOST_KINDS"]
 
@@ -87,7 +87,7 @@ class GPBoostModel:
     def log_density(self, df: pd.DataFrame) -> pd.Series:
         """Log predictive density (nats) of each row of ``df``, indexed like ``df`` (the module
         docstring says what is conditioned on)."""
-        _check_columns(df, self.group, [self.response, *self.covariates])
+        check_columns(df, self.group, [self.response, *self.covariates])
         y = df[self.response].to_numpy(float)
         known = df[self.group].astype(str).isin(set(self.train_frame[self.group].astype(str))).to_numpy()
         out = pd.Series(np.nan, index=df.index, dtype=float, name="log_density")
@@ -115,11 +115,11 @@ def fit_gpboost(df: pd.DataFrame, response: str, group: str, covariates: Sequenc
 
     if kind not in GPBOOST_KINDS:
         raise ConfigError(f"unknown GPBoost kind {kind!r}; choose from {GPBOOST_KINDS}")
-    covariates, random_slopes = _names(covariates), _names(random_slopes)
+    covariates, random_slopes = column_names(covariates), column_names(random_slopes)
     missing = [c for c in random_slopes if c not in covariates]
     if missing:
         raise DataError(f"random slope(s) {missing} must also be covariates")
-    _check_columns(df, group, [response, *covariates])
+    check_columns(df, group, [response, *covariates])
     if df[group].nunique() < 2:
         raise DataError("a mixed model needs at least 2 groups")
     model = GPBoostModel(kind, None, None, response, group, covariates, random_slopes, df)

@@ -321,7 +321,7 @@ def run_repeated(out, tables: Sequence[str], models: Sequence[str], split_seeds:
     """
     from tqdm import tqdm
 
-    tables, models = _names(tables), _names(models)
+    tables, models = column_names(tables), column_names(models)
     unknown = [m for m in models if m not in CLASSICAL and m not in PRESETS]
     if unknown:
         raise ConfigError(f"unknown model(s) {unknown}; choose from {list(CLASSICAL)} and the presets")
