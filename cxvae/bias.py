@@ -268,7 +268,7 @@ def correction_verdicts(summary: pd.DataFrame, plain: str = "ml-vae", corrected:
     of ``plain``'s gap to ``reference`` that the correction closes,
     ``(plain - corrected) / (plain - reference)`` (1: all of it; 0: none; negative: worse), given
     only where ``reference`` is ``better`` than ``plain`` (elsewhere there is no gap to close)."""
-    from .runner import compare_to
+    from .summary import compare_to
 
     vs_plain = compare_to(summary, model=corrected, baselines=[plain]).set_index("metric")
     vs_ref = compare_to(summary, model=reference, baselines=[plain]).set_index("metric")

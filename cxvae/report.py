@@ -108,7 +108,7 @@ def better_than(summary, model: str = "cxvae", others: Sequence[str] = BASELINES
     missing from the summary is ``False`` (nothing shows it better)."""
     import pandas as pd
 
-    from .runner import compare_to
+    from .summary import compare_to
 
     metrics = list(dict.fromkeys(summary.metric))
     index = pd.MultiIndex.from_product([list(others), metrics], names=["baseline", "metric"])
