@@ -393,7 +393,6 @@ def merge_study(src, dest, replace: bool = False) -> pd.DataFrame:
 
 # each closed-form probe -> the column that keeps the trained probe's scores it replaced
 LEGACY_PROBES = {"v_probe_mse": "v_probe_deepsets_mse", "u_probe_mse": "u_probe_mlp_mse"}
-LEGACY_V_PROBE = LEGACY_PROBES["v_probe_mse"]
 
 
 # every metric :func:`rescore` can compute again from a kept model: the closed-form probes and the

@@ -561,11 +561,23 @@ def save_checkpoint(path, model: GroupVAE, cfg: RunConfig, extra: Optional[Dict[
     os.replace(tmp, path)
 
 
+def _write_text_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``: a reader
+    (or a crash) never sees half a file. (The study folder's writers are :mod:`cxvae.store`'s.)"""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def save_run(out_dir, result: TrainResult) -> Path:
-    """Write ``config.json``, ``model.pt`` and ``history.csv`` of a run into ``out_dir``."""
+    """Write ``config.json``, ``model.pt`` and ``history.csv`` of a run into ``out_dir``, each
+    atomically (a temporary file, then a rename)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(result.config.to_json() + "\n")
+    _write_text_atomically(out / "config.json", result.config.to_json() + "\n")
     save_checkpoint(out / "model.pt", result.model, result.config)
-    result.history.to_csv(out / "history.csv", index=False)
+    _write_text_atomically(out / "history.csv", result.history.to_csv(index=False))
     return out

@@ -67,6 +67,7 @@ def test_checkpoint_round_trip(runs, tmp_path):
     out = save_run(tmp_path / "run", result)
     for name in ("config.json", "model.pt", "history.csv"):
         assert (out / name).is_file(), name
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "history.csv", "model.pt"]  # no temporary left
     assert RunConfig.from_dict(json.loads((out / "config.json").read_text())) == result.config
     pd.testing.assert_frame_equal(pd.read_csv(out / "history.csv"), result.history, check_dtype=False)
 
@@ -160,3 +161,21 @@ def test_resolve_device_refuses_cuda_without_cuda(name):
     """Asking for CUDA on a machine without it raises an error that suggests --device cpu."""
     with pytest.raises(ConfigError, match="CUDA is not available.*--device cpu"):
         resolve_device(name)
+
+
+def test_save_run_never_leaves_half_a_config(runs, tmp_path, monkeypatch):
+    """config.json is written beside and renamed: a write that fails keeps the file that was there
+    and leaves no temporary file."""
+    from cxvae import train as train_module
+
+    out = save_run(tmp_path / "run", runs["a"])
+    before = (out / "config.json").read_text()
+
+    def failing_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(train_module.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk full"):
+        save_run(out, runs["a"])
+    assert (out / "config.json").read_text() == before
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
