@@ -208,19 +208,36 @@ def fit_mixed(df: pd.DataFrame, response: str, group: str, covariates: Sequence[
         raise DataError("a mixed model needs at least 2 groups")
     model = MixedModel(None, response, group, covariates, random_slopes, df)
     x, z = model._design(df)
-    result, caught = None, []
+    result, caught, usable = None, [], None
     for method in _METHODS:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = MixedLM(df[response].to_numpy(float), x, groups=df[group].to_numpy(), exog_re=z).fit(
                 reml=reml, method=method)
+        if not _has_group_effects(result):  # a singular Psi: statsmodels cannot predict the b_i
+            continue
+        usable = (result, caught)
         if result.converged and np.isfinite(result.llf) and not caught:
             break
     else:
+        if usable is None:
+            raise DataError(f"MixedLM could not fit {response} ~ 1 + {' + '.join(covariates) or '1'} with random "
+                            f"{' and '.join(['intercept', *random_slopes])} by {group}: every optimiser gave a "
+                            "singular random-effects covariance; drop a random slope")
+        result, caught = usable
         for w in caught:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     model.result, model.fit_warnings = result, [str(w.message) for w in caught]
     return model
+
+
+def _has_group_effects(result) -> bool:
+    """Whether statsmodels can predict the group effects of a fit (not when Psi is singular)."""
+    try:
+        result.random_effects
+    except (ValueError, np.linalg.LinAlgError):
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from .config import ConfigError, PRESETS, require_int
+from .data import DataError
 from .mixed import fit_mixed
 from .store import append_row, write_csv, write_json
 from .frames import column_names, read_rdataset
@@ -317,7 +318,10 @@ def run_repeated(out, tables: Sequence[str], models: Sequence[str], split_seeds:
     per split: the spread over splits then holds both the split's and the training's noise).
     Rows: ``table, split, split_seed, model, rows, groups, holdout_rows, covariate, nll`` (mean
     over held-out rows, nats), ``nll_median_row`` (the median row's, so that a few outlying rows
-    are visible) and ``seconds`` (fit time). Returns every row of the folder.
+    are visible), ``seconds`` (fit time), ``fit_warnings`` (how many warnings a classical fit gave,
+    e.g. statsmodels' convergence warnings) and ``error`` (why a model could not be fitted: its
+    NLL is then NaN, and the paired differences leave that split out). Returns every row of the
+    folder.
     """
     from tqdm import tqdm
 
@@ -348,13 +352,19 @@ def run_repeated(out, tables: Sequence[str], models: Sequence[str], split_seeds:
         df, spec = frames[name], DATASETS[name]
         train, hold = split_table(df, spec, kind, seed)
         covariates = [spec.covariate] if spec.covariate else []
+        row = dict(table=name, split=kind, split_seed=seed, model=model_name, rows=len(df),
+                   groups=df[spec.group].nunique(), holdout_rows=len(hold), covariate=bool(covariates))
         start = time.perf_counter()
-        model = _fit_model(model_name, train, spec, covariates, seed)
+        try:
+            model = _fit_model(model_name, train, spec, covariates, seed)
+        except DataError as err:  # e.g. MixedLM with a singular random-effects covariance: recorded, not hidden
+            append_row(path, dict(row, nll=np.nan, nll_median_row=np.nan, seconds=time.perf_counter() - start,
+                                  fit_warnings=0, error=str(err)))
+            continue
         seconds = time.perf_counter() - start
         log_p = model.log_density(hold)
-        append_row(path, dict(table=name, split=kind, split_seed=seed, model=model_name, rows=len(df),
-                              groups=df[spec.group].nunique(), holdout_rows=len(hold), covariate=bool(covariates),
-                              nll=float(-log_p.mean()), nll_median_row=float(-log_p.median()), seconds=seconds))
+        append_row(path, dict(row, nll=float(-log_p.mean()), nll_median_row=float(-log_p.median()), seconds=seconds,
+                              fit_warnings=len(getattr(model, "fit_warnings", [])), error=""))
     return pd.read_csv(path)
 
 

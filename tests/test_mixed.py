@@ -215,3 +215,16 @@ def test_compare_presets_checks_the_reference_tables_before_training():
         compare_presets(df, df, effects=m.group_effects().drop(5), residuals=m.residuals().to_frame(), **kwargs)
     with pytest.raises(DataError, match=r"residuals has no row for 2 training row\(s\)"):
         compare_presets(df, df, effects=m.group_effects(), residuals=m.residuals().iloc[2:].to_frame(), **kwargs)
+
+
+def test_a_fit_whose_group_effects_cannot_be_predicted_is_refused_in_one_line(monkeypatch):
+    """statsmodels cannot predict the group effects of a fit with a singular random-effects
+    covariance (it raises deep inside its results); every optimiser failing so is a DataError
+    that says what to do, not that traceback."""
+    from cxvae import mixed
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(dict(g=np.repeat(np.arange(20), 5).astype(str), t=rng.normal(size=100), y=rng.normal(size=100)))
+    monkeypatch.setattr(mixed, "_has_group_effects", lambda result: False)
+    with pytest.raises(DataError, match="singular random-effects covariance; drop a random slope"):
+        mixed.fit_mixed(df, "y", "g", covariates=["t"], random_slopes=["t"])
