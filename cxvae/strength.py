@@ -60,13 +60,15 @@ def strength_study(strengths: Iterable[float], presets: Sequence[str], seeds: Se
                    out="results/strength", device: str = "auto", stack: int = 1, progress: bool = True,
                    command: Optional[str] = None, overrides: Optional[dict] = None, engine: str = "local",
                    address: Optional[str] = None, task_cpus: int = 1,
-                   task_gpus: Optional[float] = None) -> pd.DataFrame:
+                   task_gpus: Optional[float] = None, score_together: bool = False,
+                   cuda_graphs: bool = False) -> pd.DataFrame:
     """Sweep ``presets`` x ``seeds`` and score the oracle at every setting of ``strengths``.
 
     Settings run in the order given; each one's folder is a resumable sweep (a rerun trains only
     the missing runs). ``overrides`` apply to every setting (as in :func:`~cxvae.runner.sweep`).
     ``engine='ray'`` (``address``, ``task_cpus``, ``task_gpus`` as in :func:`~cxvae.runner.sweep`)
     submits the blocks of every setting at once, as Ray tasks (:mod:`cxvae.engine`).
+    ``score_together`` and ``cuda_graphs`` go to every setting's sweep (the local engine; on a GPU).
     Returns :func:`read_strength_study` of ``out``.
     """
     check_engine(engine, address, task_cpus, task_gpus)
@@ -86,7 +88,7 @@ def strength_study(strengths: Iterable[float], presets: Sequence[str], seeds: Se
         overrides_here = strength_overrides(strength, overrides)
         if engine == "local":
             sweep(presets, seeds, scale=scale, device=device, out=folder, progress=progress, overrides=overrides_here,
-                  stack=stack, command=command)
+                  stack=stack, command=command, score_together=score_together, cuda_graphs=cuda_graphs)
         if not (folder / ORACLE_CSV).exists():
             run_oracle(scale=scale, out=folder, overrides=overrides_here)
     return read_strength_study(out)

@@ -15,6 +15,13 @@ Each block's `cxvae sweep` command is recorded in config.json, as if it had been
 `watch` packs the folder's tables and curves (not the models) into DIR/paper.tgz every 30 s (--every) and
 when it stops, so a session cut off at any moment keeps what was finished.
 
+The whole evaluation in one command (a fresh folder; issue #31): `run` scores the folder's oracle
+once its blocks are done, and `--strength DIR` then runs chapter 10's group-strength study into DIR
+(`cxvae.strength.strength_study`: 7 settings x 4 models x --strength-seeds at --strength-scale,
+one setting after another, each preset's seeds in one stack), in the same process, resumably:
+
+    python3 scripts/paper_study_gpu.py run --out runs/paper --engine local --cuda-graphs --strength runs/strength
+
 Measured on an H200 (results/BENCHMARKS.md): 12 workers with blocks of 30 kept the GPU 100 %
 busy but finished only the three cheaper baselines in 12 minutes; one process with a stack of
 100 trains 100 CxVAE seeds in about 5.4 minutes. Hence the defaults: blocks of 100, each task a whole
@@ -42,7 +49,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's cxvae, without installing it
 from cxvae.config import ConfigError  # noqa: E402
 from cxvae.engine import TaskFailed, check_engine, ray_session, run_on_ray  # noqa: E402
-from cxvae.runner import sweep  # noqa: E402
+from cxvae.runner import parse_seeds, run_oracle, sweep  # noqa: E402
+from cxvae.strength import MAIN_PRESETS, STRENGTHS, strength_study  # noqa: E402
 
 FIGURE4 = ["cxvae", "ml-vae", "gvae", "gvae-ad"]
 ABLATIONS = ["cxvae-unconditional", "cxvae-average", "cxvae-product", "cxvae-none", "cxvae-nemeth",
@@ -159,25 +167,57 @@ def run(args) -> None:
             queue = [(p, lo, hi) for p, lo, hi in queue if any((p, s) not in done for s in range(lo, hi + 1))]
             for job in queue:
                 print(f"{time.strftime('%H:%M:%S')} requeue {job} without CUDA graphs", flush=True)
+    if not (Path(args.out) / "oracle.csv").exists() and (Path(args.out) / "runs.csv").exists():
+        run_oracle(scale=args.scale, out=args.out)
+        print(f"{time.strftime('%H:%M:%S')} oracle scored", flush=True)
+    if args.strength:
+        run_strength(args)
     print("all jobs finished", flush=True)
 
 
-def pack(out: Path, dest: Path) -> None:
+def run_strength(args) -> None:
+    """Chapter 10's study into ``args.strength``, after the paper's blocks: every setting in turn,
+    each preset's seeds as one stack; with --cuda-graphs a failure is redone eagerly (resumable)."""
+    settings = [float(c) for c in args.strength_settings.split(",")] if args.strength_settings else list(STRENGTHS)
+    presets, seeds = args.strength_presets or list(MAIN_PRESETS), parse_seeds(args.strength_seeds)
+    print(f"{time.strftime('%H:%M:%S')} strength: {len(settings)} settings x {len(presets)} models x {len(seeds)} "
+          f"seeds at the {args.strength_scale} scale", flush=True)
+    for graphs in ([True, False] if args.cuda_graphs else [False]):
+        try:
+            strength_study(settings, presets, seeds, scale=args.strength_scale, out=args.strength, device=args.device,
+                           stack=len(seeds), progress=not args.quiet, score_together=True, cuda_graphs=graphs)
+            break
+        except ConfigError as err:
+            print(f"{time.strftime('%H:%M:%S')} {err}", flush=True)
+            if not graphs:
+                raise
+            print(f"{time.strftime('%H:%M:%S')} strength: again without CUDA graphs", flush=True)
+    print(f"{time.strftime('%H:%M:%S')} strength finished", flush=True)
+
+
+def pack(out: Path, dest: Path, strength: Path | None = None) -> None:
+    """The study's tables, curves and log (not its models) into dest/paper.tgz; the strength study's
+    under strength/ in it."""
     tmp = dest / "paper.tgz.part"
     with tarfile.open(tmp, "w:gz") as tar:
-        for name in ("runs.csv", "config.json", "histories", "logs", "driver.log"):
+        for name in ("runs.csv", "oracle.csv", "config.json", "histories", "logs", "driver.log"):
             if (out / name).exists():
                 tar.add(out / name, arcname=name)
+        for folder in sorted(strength.glob("c=*")) if strength is not None and strength.exists() else []:
+            for name in ("runs.csv", "oracle.csv", "config.json", "histories"):
+                if (folder / name).exists():
+                    tar.add(folder / name, arcname=f"strength/{folder.name}/{name}")
     os.replace(tmp, dest / "paper.tgz")
 
 
 def watch(args) -> None:
     out, dest = Path(args.out), Path(args.pack)
+    strength = Path(args.strength) if args.strength else None
     start, last = time.time(), 0.0
     while time.time() - start < args.seconds:
         time.sleep(5)
         if time.time() - last >= args.every:
-            pack(out, dest)
+            pack(out, dest, strength)
             last = time.time()
             n = sum(1 for _ in open(out / "runs.csv")) - 1 if (out / "runs.csv").exists() else 0
             print(f"{time.strftime('%H:%M:%S')} +{time.time() - start:.0f}s runs.csv rows: {n}", flush=True)
@@ -187,7 +227,7 @@ def watch(args) -> None:
                 print(f"   gpu: {smi}", flush=True)
         if (out / "driver.log").exists() and "all jobs finished" in (out / "driver.log").read_text():
             break
-    pack(out, dest)
+    pack(out, dest, strength)
 
 
 if __name__ == "__main__":
@@ -213,6 +253,13 @@ if __name__ == "__main__":
                         help="only these presets (comma-separated), e.g. the ones a 15-minute lease can finish")
     parser.add_argument("--redo-unkept", default=None, metavar="FOLDER",
                         help="only the runs of study FOLDER whose model it did not keep (e.g. results/paper)")
+    parser.add_argument("--strength", default=None, metavar="DIR",
+                        help="after the paper's blocks, run chapter 10's group-strength study into DIR")
+    parser.add_argument("--strength-seeds", default="0-19", help="seeds per model and setting (default 0-19)")
+    parser.add_argument("--strength-scale", default="study", help="the strength study's scale (default study)")
+    parser.add_argument("--strength-settings", default="", help="comma-separated group strengths (default: all 7)")
+    parser.add_argument("--strength-presets", type=lambda text: text.split(","), default=None,
+                        help="the strength study's models (default ml-vae,gvae,gvae-ad,cxvae)")
     args = parser.parse_args()
     if args.mode == "jobs":
         for job in jobs(args.out, args.block, presets=args.presets, redo_unkept=args.redo_unkept):

@@ -79,3 +79,29 @@ def test_the_plan_estimates_minutes_from_the_measured_blocks():
     assert minutes == pytest.approx((2 * 7.0 + 60 * 1.38 + 90 * 0.51) / 60)
     assert driver.estimated_minutes([("cxvae-product", 0, 9)]) == pytest.approx((7.0 + 10 * 1.38) / 60)
     assert driver.estimated_minutes([("cxvae", 0, 9)], device="cpu") is None
+
+
+def test_one_command_makes_the_study_its_oracle_and_the_strength_study(tmp_path):
+    """run --strength DIR (issue #31's one command, here at smoke scale on the CPU): the paper
+    blocks, then the folder's oracle, then the group-strength study setting by setting, each with
+    its runs and oracle; a second run trains no strength run again; pack() carries both studies'
+    tables."""
+    import tarfile
+
+    out, strength = tmp_path / "paper", tmp_path / "strength"
+    command = [sys.executable, str(SCRIPT), "run", "--out", str(out), "--scale", "smoke", "--device", "cpu",
+               "--presets", "ml-vae", "--block", "1", "--max-jobs", "1", "--engine", "local", "--quiet",
+               "--strength", str(strength), "--strength-scale", "smoke", "--strength-settings", "0,1",
+               "--strength-presets", "ml-vae", "--strength-seeds", "0-0"]
+    log = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900).stdout
+    assert "oracle scored" in log and "strength: 2 settings x 1 models x 1 seeds" in log and "all jobs finished" in log
+    assert (out / "oracle.csv").exists() and list(pd.read_csv(out / "runs.csv").seed) == [0]
+    for c in ("c=0.000", "c=1.000"):
+        assert len(pd.read_csv(strength / c / "runs.csv")) == 1 and (strength / c / "oracle.csv").exists()
+    before = {p: p.read_text() for p in [strength / c / n for c in ("c=0.000", "c=1.000") for n in ("runs.csv", "oracle.csv")]}
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900).stdout  # the next paper seed
+    assert "strength finished" in again and {p: p.read_text() for p in before} == before  # the strength study: done
+    driver.pack(out, tmp_path, strength)
+    with tarfile.open(tmp_path / "paper.tgz") as tar:
+        names = set(tar.getnames())
+    assert {"runs.csv", "oracle.csv", "strength/c=0.000/runs.csv", "strength/c=1.000/oracle.csv"} <= names
