@@ -14,7 +14,7 @@ from typing import Tuple
 import torch
 
 from .data import DataError, GroupBatchLoader, GroupedData
-from .model import GroupVAE, gaussian_log_prob
+from .model import GroupVAE, gaussian_log_prob, log_importance_weight
 
 __all__ = ["ModelScorer", "TrueFactorScorer", "iwae_log_marginal", "iwae_log_marginal_reflected", "bound_of"]
 
@@ -29,13 +29,8 @@ def iwae_log_marginal(model: GroupVAE, x: torch.Tensor, mask: torch.Tensor, n_sa
     codes = model.encode(x_rep, mask_rep, sample=True)
     values, covariates = model.split_covariates(x_rep)
     x_mean, x_var = model.decode(codes["u"], codes["v"], covariates)
-    m = mask_rep.to(x.dtype)
-    zeros_u, zeros_v = torch.zeros_like(codes["u"]), torch.zeros_like(codes["v"])
-    log_w = ((gaussian_log_prob(values, x_mean, x_var) * m).sum(1)
-             + gaussian_log_prob(codes["u"], zeros_u, zeros_u + 1)
-             - gaussian_log_prob(codes["u"], codes["u_mean"], codes["u_var"])
-             + ((gaussian_log_prob(codes["v"], zeros_v, zeros_v + 1)
-                 - gaussian_log_prob(codes["v"], codes["v_mean"], codes["v_var"])) * m).sum(1))
+    log_w = log_importance_weight(values, x_mean, x_var, mask_rep.to(x.dtype), codes["u"], codes["u_mean"],
+                                  codes["u_var"], codes["v"], codes["v_mean"], codes["v_var"])
     return torch.logsumexp(log_w.view(n_samples, batch), dim=0) - math.log(n_samples)
 
 

@@ -29,7 +29,7 @@ import torch
 
 from .data import DataError, GroupBatchLoader, GroupedData, exam_scores_mean
 from .evaluation import ModelScorer, iwae_log_marginal_reflected  # noqa: F401 (chapter 11 reads it here)
-from .model import GroupVAE, gaussian_log_prob
+from .model import GroupVAE, log_importance_weight, sample_normal
 from .oracle import ExamScoresOracle
 
 __all__ = ["PluginScorer", "STEPS", "exact_v_given_u", "iwae_log_marginal_reflected", "reflected_nll",
@@ -184,14 +184,11 @@ def _refine(model, data, steps, lr, n_samples, gen, batch_size, device):
         x_rep, mask_rep = x.repeat(n_samples, 1, 1), mask.repeat(n_samples, 1).to(x.dtype)
         for _ in range(steps):
             mean, var = m.repeat(n_samples, 1), log_var.exp().repeat(n_samples, 1)
-            u = mean + var.sqrt() * torch.randn(mean.shape, generator=gen).to(device)
+            u = sample_normal(mean, var, eps=torch.randn(mean.shape, generator=gen).to(device))
             v_mean, v_var = model.instance_encoder(x_rep, u)
-            v = v_mean + v_var.sqrt() * torch.randn(v_mean.shape, generator=gen).to(device)
+            v = sample_normal(v_mean, v_var, eps=torch.randn(v_mean.shape, generator=gen).to(device))
             x_mean, x_var = model.decode(u, v)
-            zu, zv = torch.zeros_like(u), torch.zeros_like(v)
-            elbo = ((gaussian_log_prob(x_rep, x_mean, x_var) * mask_rep).sum(1) + gaussian_log_prob(u, zu, zu + 1)
-                    - gaussian_log_prob(u, mean, var)
-                    + ((gaussian_log_prob(v, zv, zv + 1) - gaussian_log_prob(v, v_mean, v_var)) * mask_rep).sum(1))
+            elbo = log_importance_weight(x_rep, x_mean, x_var, mask_rep, u, mean, var, v, v_mean, v_var)
             opt.zero_grad()
             (-elbo.sum() / n_samples).backward()
             opt.step()

@@ -73,6 +73,23 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) ->
     return -0.5 * (((x - mean) ** 2) / var + var.log() + math.log(2 * math.pi)).sum(dim=-1)
 
 
+def log_importance_weight(values: torch.Tensor, x_mean: torch.Tensor, x_var: torch.Tensor, mask: torch.Tensor,
+                          u: torch.Tensor, u_mean: torch.Tensor, u_var: torch.Tensor,
+                          v: torch.Tensor, v_mean: torch.Tensor, v_var: torch.Tensor) -> torch.Tensor:
+    """``log p(x_i, u, v_i) - log q(u, v_i | x_i)`` of each group at the drawn codes, ``(B,)``: the
+    decoder's ``N(x_mean, x_var)`` and the ``N(0, I)`` priors against ``q(u) = N(u_mean, u_var)``
+    and ``q(v_k) = N(v_mean, v_var)``, the per-observation terms summed over the observed ``mask
+    (B, K)`` (float). Its mean over draws is the ELBO; its log-mean-exp the importance-weighted bound.
+    Shapes: ``values, x_mean, x_var (B, K, x_dim)``, ``u, u_mean, u_var (B, u_dim)``,
+    ``v, v_mean, v_var (B, K, v_dim)``."""
+    zeros_u, zeros_v = torch.zeros_like(u), torch.zeros_like(v)
+    return ((gaussian_log_prob(values, x_mean, x_var) * mask).sum(1)
+            + gaussian_log_prob(u, zeros_u, zeros_u + 1)
+            - gaussian_log_prob(u, u_mean, u_var)
+            + ((gaussian_log_prob(v, zeros_v, zeros_v + 1)
+                - gaussian_log_prob(v, v_mean, v_var)) * mask).sum(1))
+
+
 def sample_normal(mean: torch.Tensor, var: torch.Tensor, mask: Optional[torch.Tensor] = None,
                   eps: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Reparameterised sample ``mean + sqrt(var) * eps``.

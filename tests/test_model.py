@@ -424,3 +424,24 @@ def test_losses_without_regulariser():
     out = model.losses(data)
     assert float(out["mi"]) == 0.0 and "mi" in out
     assert model.critic_parameters() == [] and model.regulariser is None
+
+
+def test_the_log_importance_weight_is_log_joint_minus_log_proposal_by_torch_distributions():
+    """Independent computation with torch.distributions: sum over observed positions of
+    log N(x; mean, var) + log N(v; 0, 1) - log N(v; v_mean, v_var), plus log N(u; 0, 1) -
+    log N(u; u_mean, u_var), per group; padding contributes nothing."""
+    from torch.distributions import Normal
+
+    from cxvae.model import log_importance_weight
+
+    g = torch.Generator().manual_seed(0)
+    B, K = 3, 4
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    pos = lambda *s: torch.rand(*s, generator=g, dtype=torch.float64) + 0.1  # noqa: E731
+    x, xm, xv = r(B, K, 1), r(B, K, 1), pos(B, K, 1)
+    u, um, uv = r(B, 2), r(B, 2), pos(B, 2)
+    v, vm, vv = r(B, K, 1), r(B, K, 1), pos(B, K, 1)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]], dtype=torch.float64)
+    per_obs = (Normal(xm, xv.sqrt()).log_prob(x) + Normal(0.0, 1.0).log_prob(v) - Normal(vm, vv.sqrt()).log_prob(v))
+    expected = (per_obs.sum(-1) * mask).sum(1) + (Normal(0.0, 1.0).log_prob(u) - Normal(um, uv.sqrt()).log_prob(u)).sum(-1)
+    torch.testing.assert_close(log_importance_weight(x, xm, xv, mask, u, um, uv, v, vm, vv), expected)
