@@ -35,7 +35,8 @@ from .store import append_row, write_csv, write_json
 from .frames import column_names, read_rdataset
 from .tabular import fit, split_by_group, split_within_groups
 
-__all__ = ["TableSpec", "DATASETS", "load_table", "run_benchmark", "run_into", "resume_rows", "summarise",
+__all__ = ["TableSpec", "DATASETS", "CLASSICAL", "SPLIT_KINDS", "load_table", "split_table", "run_repeated",
+           "paired_differences", "best_against_best", "load_repeated", "run_benchmark", "run_into", "resume_rows", "summarise",
            "write_results", "load_or_run"]
 
 
@@ -409,3 +410,25 @@ def best_against_best(runs: pd.DataFrame, presets: Sequence[str], classical: Seq
         rows.append(dict(table=table, split=split, best_preset=best, best_classical=base, n_splits=diff.n_splits,
                          mean=diff["mean"], lo=diff.lo, hi=diff.hi, at_or_below=bool(diff.hi <= 0)))
     return pd.DataFrame(rows)
+
+
+def load_repeated(recompute: bool = False, smoke: bool = True, results_root="../results", scratch_root=None) -> dict:
+    """What chapter 9 calls for the repeated splits: the committed folder
+    (``results_root/table_splits``, made by the commands in its ``config.json``) or, with
+    ``recompute``, a fresh one in the scratch folder (``$CXVAE_SCRATCH`` or ``../runs``): at
+    smoke scale Orthodont, 2 splits and the two linear mixed models; otherwise every table, 10
+    splits and the three classical models. Returns ``runs``, ``config`` and ``folder``."""
+    import os
+
+    if recompute:
+        folder = Path(scratch_root or os.environ.get("CXVAE_SCRATCH", "../runs")) / \
+            f"table_splits-{'smoke' if smoke else 'full'}"
+        tables, models = (["orthodont"], ["MixedLM", "GPBoost-LMM"]) if smoke else (list(DATASETS), list(CLASSICAL))
+        seeds = [0, 1] if smoke else list(range(10))
+        run_repeated(folder, tables, models, seeds, progress=False,
+                     command=f"cxvae.table_bench.run_repeated({str(folder)!r}, {tables}, {models}, {seeds})")
+    else:
+        folder = Path(results_root) / "table_splits"
+    runs = pd.read_csv(folder / "runs.csv")
+    config = json.loads((folder / "config.json").read_text())
+    return dict(runs=runs, config=config, folder=str(folder))
