@@ -24,8 +24,7 @@ import pandas as pd
 from scipy import stats
 
 from .config import ConfigError
-from .data import DataError
-from .frames import check_columns, column_names
+from .frames import check_columns, check_mixed_model
 
 __all__ = ["BoostConfig", "GPBoostModel", "fit_gpboost", "GPBOOST_KINDS"]
 
@@ -115,13 +114,7 @@ def fit_gpboost(df: pd.DataFrame, response: str, group: str, covariates: Sequenc
 
     if kind not in GPBOOST_KINDS:
         raise ConfigError(f"unknown GPBoost kind {kind!r}; choose from {GPBOOST_KINDS}")
-    covariates, random_slopes = column_names(covariates), column_names(random_slopes)
-    missing = [c for c in random_slopes if c not in covariates]
-    if missing:
-        raise DataError(f"random slope(s) {missing} must also be covariates")
-    check_columns(df, group, [response, *covariates])
-    if df[group].nunique() < 2:
-        raise DataError("a mixed model needs at least 2 groups")
+    covariates, random_slopes = check_mixed_model(df, response, group, covariates, random_slopes)
     model = GPBoostModel(kind, None, None, response, group, covariates, random_slopes, df)
     groups = df[group].astype(str).to_numpy()
     slopes = df[list(random_slopes)].to_numpy(float) if random_slopes else None

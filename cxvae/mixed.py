@@ -29,7 +29,7 @@ from scipy import stats
 
 from .config import ConfigError, require_int
 from .data import DataError
-from .frames import check_columns, column_names
+from .frames import check_columns, check_mixed_model, column_names
 
 __all__ = ["MixedModel", "fit_mixed", "multiple_correlation", "rank_agreement", "compare_presets", "summarise_runs"]
 
@@ -197,15 +197,7 @@ def fit_mixed(df: pd.DataFrame, response: str, group: str, covariates: Sequence[
     """
     from statsmodels.regression.mixed_linear_model import MixedLM
 
-    covariates, random_slopes = column_names(covariates), column_names(random_slopes)
-    if response in covariates:
-        raise DataError(f"the response {response!r} cannot also be a covariate")
-    missing = [c for c in random_slopes if c not in covariates]
-    if missing:
-        raise DataError(f"random slope(s) {missing} must also be fixed-effect covariates")
-    check_columns(df, group, [response, *covariates])
-    if df[group].nunique() < 2:
-        raise DataError("a mixed model needs at least 2 groups")
+    covariates, random_slopes = check_mixed_model(df, response, group, covariates, random_slopes)
     model = MixedModel(None, response, group, covariates, random_slopes, df)
     x, z = model._design(df)
     result, caught, usable = None, [], None
