@@ -456,7 +456,7 @@ def _keep_unrescorable(table: pd.DataFrame, metric: str) -> np.ndarray:
     return (table[legacy].isna() & table[metric].notna()).to_numpy()
 
 
-def rescore(out, metrics: Sequence[str] = tuple(LEGACY_PROBES), progress: bool = True) -> pd.DataFrame:
+def rescore(out, metrics: Sequence[str] = RESCORABLE, progress: bool = True) -> pd.DataFrame:
     """Rescore ``metrics`` (of :data:`RESCORABLE`: the closed-form probes ``u_probe_mse``,
     ``v_probe_mse`` and the later metric ``recon_sampled_mse``) of a study folder.
 
