@@ -30,13 +30,13 @@ import pandas as pd
 
 from .config import ConfigError, PRESETS, require_int
 from .data import DataError
-from .mixed import fit_mixed
+from .mixed import MixedModel, fit_mixed
 from .store import append_row, write_csv, write_json
 from .frames import column_names, read_rdataset
-from .tabular import fit, split_by_group, split_within_groups
+from .tabular import GroupModel, fit, split_by_group, split_within_groups
 
 __all__ = ["TableSpec", "DATASETS", "CLASSICAL", "SPLIT_KINDS", "load_table", "split_table", "run_repeated",
-           "paired_differences", "best_against_best", "load_repeated", "run_benchmark", "run_into", "resume_rows", "summarise",
+           "interval_coverage", "paired_differences", "best_against_best", "load_repeated", "run_benchmark", "run_into", "resume_rows", "summarise",
            "write_results", "load_or_run"]
 
 
@@ -298,6 +298,29 @@ def _fit_model(name: str, train: pd.DataFrame, spec: TableSpec, covariates: list
                progress=False)
 
 
+COVERAGE_LEVELS = (0.5, 0.8, 0.95)
+
+
+def interval_coverage(model, hold: pd.DataFrame, response: str, levels: Sequence[float] = COVERAGE_LEVELS) -> dict:
+    """The fraction of the held-out rows ``hold`` inside each central predictive interval
+    ``mean ± z sd`` of ``model`` (``z`` the normal's ``(1 + level) / 2`` quantile): keys
+    ``coverage_50``, ``coverage_80``, ``coverage_95``. A preset's moments are those of
+    :meth:`cxvae.tabular.GroupModel.predict` (calibrated; a new group's row given the group's other
+    held-out rows); a classical model's its ``predictive`` (a new group's row from the marginal)."""
+    from scipy import stats
+
+    if isinstance(model, GroupModel):
+        pred = model.predict(hold, return_var=True)
+        mean, var = pred[response].to_numpy(), pred[f"{response}_var"].to_numpy()
+    elif isinstance(model, MixedModel):
+        pred = model.predictive(hold)
+        mean, var = pred["mean"].to_numpy(), pred["var"].to_numpy()
+    else:
+        mean, var = model.predictive(hold)
+    z = np.abs(hold[response].to_numpy(float) - mean) / np.sqrt(var)
+    return {f"coverage_{round(100 * a)}": float((z <= stats.norm.ppf(0.5 + a / 2)).mean()) for a in levels}
+
+
 def split_table(df: pd.DataFrame, spec: TableSpec, kind: str, split_seed: int):
     """The ``(train, holdout)`` of one repeated split: ``within`` holds out a fifth of every
     group's rows (groups of one or two rows stay whole in training), ``new`` a fifth of the groups."""
@@ -320,9 +343,10 @@ def run_repeated(out, tables: Sequence[str], models: Sequence[str], split_seeds:
     Rows: ``table, split, split_seed, model, rows, groups, holdout_rows, covariate, nll`` (mean
     over held-out rows, nats), ``nll_median_row`` (the median row's, so that a few outlying rows
     are visible), ``seconds`` (fit time), ``fit_warnings`` (how many warnings a classical fit gave,
-    e.g. statsmodels' convergence warnings) and ``error`` (why a model could not be fitted: its
-    NLL is then NaN, and the paired differences leave that split out). Returns every row of the
-    folder.
+    e.g. statsmodels' convergence warnings), ``coverage_50/80/95`` (:func:`interval_coverage`;
+    rows written before it was recorded have none) and ``error`` (why a model could not be
+    fitted: its NLL is then NaN, and the paired differences leave that split out). Returns every
+    row of the folder.
     """
     from tqdm import tqdm
 
@@ -365,7 +389,8 @@ def run_repeated(out, tables: Sequence[str], models: Sequence[str], split_seeds:
         seconds = time.perf_counter() - start
         log_p = model.log_density(hold)
         append_row(path, dict(row, nll=float(-log_p.mean()), nll_median_row=float(-log_p.median()), seconds=seconds,
-                              fit_warnings=len(getattr(model, "fit_warnings", [])), error=""))
+                              fit_warnings=len(getattr(model, "fit_warnings", [])), error="",
+                              **interval_coverage(model, hold, spec.response)))
     return pd.read_csv(path)
 
 

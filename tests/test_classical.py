@@ -87,6 +87,9 @@ def test_repeated_splits_resume_and_pair_by_split(tmp_path):
     runs = pd.read_csv(out / "runs.csv")
     assert len(runs) == 2 * 2 * 2 and set(runs.split) == {"within", "new"} and runs.covariate.all()
     assert (runs.nll_median_row.notna() & runs.nll.notna()).all()
+    cover = runs[["coverage_50", "coverage_80", "coverage_95"]]
+    assert cover.notna().all().all() and ((cover >= 0) & (cover <= 1)).all().all()
+    assert (cover.coverage_50 <= cover.coverage_80).all() and (cover.coverage_80 <= cover.coverage_95).all()
     before = (out / "runs.csv").read_text()
     run_repeated(out, ["orthodont"], ["MixedLM", "GPBoost-LMM"], [0, 1], progress=False)
     assert (out / "runs.csv").read_text() == before
@@ -107,3 +110,31 @@ def test_best_against_best_picks_the_lowest_means_and_tests_the_interval():
     best = best_against_best(pd.DataFrame(rows), ["a", "b"], ["C", "D"]).iloc[0]
     assert (best.best_preset, best.best_classical) == ("b", "C")
     assert best["mean"] == pytest.approx(-0.1) and best.at_or_below
+
+
+@pytest.mark.parametrize("name", ["MixedLM", "GPBoost-LMM"])
+def test_interval_coverage_is_nominal_for_the_right_model(name):
+    """On random-intercept data the linear mixed model is the true model, so its predictive
+    intervals hold held-out rows at their level: 1,200 held-out rows give a binomial standard error
+    of at most 1.5 points; we allow 4 (MixedLM's estimated variances add a little)."""
+    from cxvae.table_bench import interval_coverage
+
+    df = _random_intercepts(n_groups=600, per_group=10, seed=3)
+    train, hold = split_within_groups(df, "g", holdout=0.2, seed=0)
+    model = (fit_mixed(train, "y", "g", covariates=["t"]) if name == "MixedLM"
+             else fit_gpboost(train, "y", "g", ["t"], kind="lmm"))
+    cover = interval_coverage(model, hold, "y")
+    assert set(cover) == {"coverage_50", "coverage_80", "coverage_95"}
+    for level in (50, 80, 95):
+        assert cover[f"coverage_{level}"] == pytest.approx(level / 100, abs=0.04)
+
+
+def test_a_presets_row_records_its_calibrated_coverage(tmp_path):
+    """A preset at its defaults in the repeated benchmark: its row has the three coverages of its
+    calibrated intervals, nested by level."""
+    from cxvae.table_bench import run_repeated
+
+    runs = run_repeated(tmp_path / "splits", ["sleepstudy"], ["gvae"], [0], kinds=["within"], progress=False)
+    row = runs.iloc[0]
+    assert row.model == "gvae" and np.isfinite(row.nll)
+    assert 0 <= row.coverage_50 <= row.coverage_80 <= row.coverage_95 <= 1
