@@ -16,15 +16,12 @@ from typing import Optional, Sequence, Union
 
 import pandas as pd
 from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError  # re-exported: what scikit-learn's own tools catch
 
 from .data import DataError
 from .tabular import PATIENCE_STEPS, GroupModel, fit
 
 __all__ = ["GroupVAERegressor", "NotFittedError"]
-
-
-class NotFittedError(ValueError, AttributeError):
-    """``predict`` or ``score`` before ``fit`` (the same bases as scikit-learn's NotFittedError)."""
 
 
 class GroupVAERegressor(BaseEstimator):

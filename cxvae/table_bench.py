@@ -36,7 +36,7 @@ from .frames import column_names, read_rdataset
 from .tabular import GroupModel, fit, split_by_group, split_within_groups
 
 __all__ = ["TableSpec", "DATASETS", "CLASSICAL", "SPLIT_KINDS", "load_table", "split_table", "run_repeated",
-           "interval_coverage", "paired_differences", "best_against_best", "load_repeated", "run_benchmark", "run_into", "resume_rows", "summarise",
+           "interval_coverage", "coverage_by_table", "paired_differences", "best_against_best", "load_repeated", "run_benchmark", "run_into", "resume_rows", "summarise",
            "write_results", "load_or_run"]
 
 
@@ -437,18 +437,32 @@ def best_against_best(runs: pd.DataFrame, presets: Sequence[str], classical: Seq
     return pd.DataFrame(rows)
 
 
+def coverage_by_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """The mean over splits of each coverage column of :func:`run_repeated`'s rows, per (table,
+    split kind, model), with ``n_splits`` (the splits that recorded it); rows without coverage
+    (written before it was recorded, or a model that could not be fitted) are left out."""
+    cols = [f"coverage_{round(100 * a)}" for a in COVERAGE_LEVELS]
+    have = runs.dropna(subset=[c for c in cols if c in runs.columns]) if set(cols) <= set(runs.columns) else runs.iloc[:0]
+    out = have.groupby(["table", "split", "model"], sort=False)[cols].mean() if len(have) else \
+        pd.DataFrame(columns=cols)
+    if len(have):
+        out["n_splits"] = have.groupby(["table", "split", "model"], sort=False).size()
+    return out
+
+
 def load_repeated(recompute: bool = False, smoke: bool = True, results_root="../results", scratch_root=None) -> dict:
     """What chapter 9 calls for the repeated splits: the committed folder
     (``results_root/table_splits``, made by the commands in its ``config.json``) or, with
     ``recompute``, a fresh one in the scratch folder (``$CXVAE_SCRATCH`` or ``../runs``): at
-    smoke scale Orthodont, 2 splits and the two linear mixed models; otherwise every table, 10
-    splits and the three classical models. Returns ``runs``, ``config`` and ``folder``."""
+    smoke scale Orthodont, 2 splits, the two linear mixed models and the CxVAE preset; otherwise
+    every table, 10 splits, the three classical models and the CxVAE preset. Returns ``runs``, ``config`` and ``folder``."""
     import os
 
     if recompute:
         folder = Path(scratch_root or os.environ.get("CXVAE_SCRATCH", "../runs")) / \
             f"table_splits-{'smoke' if smoke else 'full'}"
-        tables, models = (["orthodont"], ["MixedLM", "GPBoost-LMM"]) if smoke else (list(DATASETS), list(CLASSICAL))
+        tables, models = (["orthodont"], ["MixedLM", "GPBoost-LMM", "cxvae"]) if smoke else \
+            (list(DATASETS), [*CLASSICAL, "cxvae"])
         seeds = [0, 1] if smoke else list(range(10))
         run_repeated(folder, tables, models, seeds, progress=False,
                      command=f"cxvae.table_bench.run_repeated({str(folder)!r}, {tables}, {models}, {seeds})")

@@ -138,3 +138,13 @@ def test_a_presets_row_records_its_calibrated_coverage(tmp_path):
     row = runs.iloc[0]
     assert row.model == "gvae" and np.isfinite(row.nll)
     assert 0 <= row.coverage_50 <= row.coverage_80 <= row.coverage_95 <= 1
+
+
+def test_coverage_by_table_averages_over_the_splits_that_recorded_it():
+    """Known answer: two splits record coverage, one older row has none and is left out."""
+    from cxvae.table_bench import coverage_by_table
+
+    rows = [dict(table="t", split="new", split_seed=s, model="m", coverage_50=c, coverage_80=c, coverage_95=c)
+            for s, c in [(0, 0.4), (1, 0.6), (2, np.nan)]]
+    out = coverage_by_table(pd.DataFrame(rows)).loc[("t", "new", "m")]
+    assert out.coverage_95 == pytest.approx(0.5) and out.n_splits == 2

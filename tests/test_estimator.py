@@ -64,6 +64,11 @@ def test_clear_errors():
     est = GroupVAERegressor(group="school", epochs=1)
     with pytest.raises(NotFittedError, match="not fitted yet"):
         est.predict(X)
+    from sklearn.exceptions import NotFittedError as SklearnNotFitted
+    from sklearn.utils.validation import check_is_fitted
+    assert NotFittedError is SklearnNotFitted  # scikit-learn's own, so its tools catch it
+    with pytest.raises(SklearnNotFitted):
+        check_is_fitted(est)
     with pytest.raises(DataError, match="X must be a pandas DataFrame"):
         est.fit(X.to_numpy(), y)
     with pytest.raises(DataError, match="fit needs y"):
