@@ -15,25 +15,21 @@ its scores from the oracle's lies in inference and in how codes are read out:
 * **the likelihood bound**: the holdout NLL is an importance-weighted bound with the model's own
   ``q``. The exact posterior of sigma is symmetric in its sign (the decoder reads ``sigma^2``),
   so a Gaussian ``q(u | x)`` covers one of two mirror modes and the bound misses about ``log 2``
-  per group: ``log 2 / E[K]`` nats per observation. :func:`iwae_log_marginal_reflected` gives the
+  per group: ``log 2 / E[K]`` nats per observation. :func:`cxvae.evaluation.iwae_log_marginal_reflected` gives the
   model's ``q`` its mirror image as the second mixture component.
 
-:class:`PluginScorer` builds each intermediate model of the decomposition as a scorer that
+:class:`cxvae.evaluation.PluginScorer` builds each intermediate model of the decomposition as a scorer that
 :func:`cxvae.metrics.evaluate` scores like any other.
 """
 from __future__ import annotations
 
-from typing import Tuple
-
 import torch
 
-from .data import DataError, GroupBatchLoader, GroupedData, exam_scores_mean
-from .evaluation import ModelScorer, iwae_log_marginal_reflected  # noqa: F401 (chapter 11 reads it here)
-from .model import GroupVAE, log_importance_weight, sample_normal
+from .data import DataError
+from .evaluation import PluginScorer, reflected_nll
 from .oracle import ExamScoresOracle
 
-__all__ = ["PluginScorer", "STEPS", "exact_v_given_u", "iwae_log_marginal_reflected", "reflected_nll",
-           "refine_group_posterior", "amortisation_study", "load_or_amortise", "AMORTISATION_STEPS", "REFINE",
+__all__ = ["STEPS", "amortisation_study", "load_or_amortise", "AMORTISATION_STEPS", "REFINE",
            "PRESET", "GOAL_RATIO", "GOAL_NLL", "load_or_run_preset", "against_goal", "load_or_run_table_long"]
 
 # the chain of the decomposition: each step replaces one more part of the model by its exact counterpart
@@ -45,163 +41,6 @@ STEPS = {
     "exact q(u|x) and q(v|x,u)": dict(u="exact", v="exact", readout="point"),
     "oracle": dict(u="exact", v="exact", readout="bayes"),
 }
-
-
-def exact_v_given_u(x: torch.Tensor, mask: torch.Tensor, u: torch.Tensor, noise_std: float,
-                    group_strength: float = 1.0) -> torch.Tensor:
-    """``E[v_k | x_k, mu, sigma]`` of the exam-scores model, ``(N, K, 1)`` (0 at padding).
-
-    Given ``u = (mu, sigma)`` ``(N, 2)``, ``x_k = b mu + a v_k + e`` with ``b = 2c``, ``a = c
-    sigma^2 + 1``, ``v_k ~ N(0, 1)``, ``e ~ N(0, s^2)``: the posterior mean is ``a (x_k - b mu) /
-    (a^2 + s^2)``, one observation at a time (the v_k are independent given u)."""
-    b = 2.0 * group_strength
-    a = group_strength * u[:, 1:2] ** 2 + 1.0  # (N, 1)
-    mean = a * (x[..., 0] - b * u[:, 0:1]) / (a ** 2 + noise_std ** 2)
-    return (mean * mask.to(mean.dtype))[..., None]
-
-
-class PluginScorer:
-    """A trained model with some of its parts replaced by the exact ones (:data:`STEPS`).
-
-    Args:
-        model: a :class:`~cxvae.model.GroupVAE` with the true decoder (``decoder='true'``).
-        oracle: the exact posterior of the same data (:class:`~cxvae.oracle.ExamScoresOracle`).
-        u: ``'model'`` (q(u|x)'s mean), ``'refined'`` (the mean of each group's q(u|x) optimised on
-            its own ELBO, :func:`refine_group_posterior`: the amortisation gap) or ``'exact'``
-            (``(E[mu|x], E[|sigma| |x])``).
-        v: ``'model'`` (q(v|x,u)'s mean at that u) or ``'exact'`` (:func:`exact_v_given_u` at that u).
-        readout: ``'point'`` (decode the codes, as a model does) or ``'bayes'`` (the oracle's
-            posterior expectations; needs ``u = v = 'exact'``: it is the oracle).
-
-    The scorer interface of :func:`cxvae.metrics.evaluate`: ``codes``, ``reconstruction``,
-    ``translation``, ``nll_per_observation`` (the model's own bound; the oracle's exact NLL
-    with the Bayes read-out, since both parts are then exact).
-    """
-
-    def __init__(self, model: GroupVAE, oracle: ExamScoresOracle, u: str = "model", v: str = "model",
-                 readout: str = "point", n_samples: int = 64, seed: int = 0, refine: dict | None = None):
-        if model.cfg.decoder != "true":
-            raise DataError("the decomposition needs a model with the true decoder (decoder='true'): "
-                            f"this one has decoder={model.cfg.decoder!r}")
-        if u not in ("model", "refined", "exact") or v not in ("model", "exact") or readout not in ("point", "bayes"):
-            raise ValueError(f"unknown parts: u={u!r}, v={v!r}, readout={readout!r}")
-        if readout == "bayes" and (u, v) != ("exact", "exact"):
-            raise ValueError("the Bayes read-out is the oracle's: it needs u='exact' and v='exact'")
-        self.model, self.oracle, self.u, self.v, self.readout = model.eval(), oracle, u, v, readout
-        self.scorer = ModelScorer(model, n_samples=n_samples, seed=seed)
-        self.device = next(model.parameters(), torch.empty(0)).device
-        self.refine, self._refined = dict(refine or {}), []  # [(data, refined means)]: one refinement per data set
-
-    def _refined_u(self, data: GroupedData) -> torch.Tensor:
-        for seen, u in self._refined:
-            if seen is data:
-                return u
-        u = refine_group_posterior(self.model, data, **self.refine)[0]
-        self._refined.append((data, u))
-        return u
-
-    def codes(self, data: GroupedData) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Group codes ``(N, 2)`` and instance codes ``(N, K_max, 1)`` (float32, CPU)."""
-        if self.readout == "bayes":
-            u, v = self.oracle.codes(data)
-            return u.float(), v.float()
-        u_model, v_model = self.scorer.codes(data)
-        u = dict(model=lambda: u_model, refined=lambda: self._refined_u(data),
-                 exact=lambda: self.oracle.codes(data)[0].float())[self.u]()
-        if self.v == "exact":
-            v = exact_v_given_u(data.x.cpu().float(), data.mask.cpu(), u, self.model.cfg.noise_std,
-                                self.model.cfg.group_strength)
-        elif self.u == "model":
-            v = v_model
-        elif self.u == "refined":  # the model's instance encoder at the refined group code
-            with torch.no_grad():
-                v_mean, _ = self.model.instance_encoder(data.x.to(self.device), u.to(self.device))
-            v = (v_mean * data.mask.to(self.device)[..., None]).cpu()
-        else:
-            # the model's instance encoder learned one sign of sigma per group (the decoder reads
-            # sigma^2): give it the exact |sigma| with the sign its own group code has
-            sign = torch.where(u_model[:, 1:2] < 0, -1.0, 1.0)
-            u_in = torch.cat([u[:, :1], sign * u[:, 1:2]], dim=1)
-            with torch.no_grad():
-                v_mean, _ = self.model.instance_encoder(data.x.to(self.device), u_in.to(self.device))
-            v = (v_mean * data.mask.to(self.device)[..., None]).cpu()
-        return u, v
-
-    def _decode(self, u: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return exam_scores_mean(u[:, None, :], v, self.model.cfg.group_strength) * mask.cpu()[..., None]
-
-    def reconstruction(self, data: GroupedData) -> torch.Tensor:
-        """Decoded codes ``(N, K_max, 1)`` (the oracle's posterior expectation with the Bayes read-out)."""
-        if self.readout == "bayes":
-            return self.oracle.reconstruction(data).float()
-        u, v = self.codes(data)
-        return self._decode(u, v, data.mask)
-
-    def translation(self, data: GroupedData, target: torch.Tensor) -> torch.Tensor:
-        """Group i's instance codes decoded with group ``target[i]``'s group code, ``(N, K_max, 1)``."""
-        if self.readout == "bayes":
-            return self.oracle.translation(data, target).float()
-        u, v = self.codes(data)
-        return self._decode(u[torch.as_tensor(target).long()], v, data.mask)
-
-    def nll_per_observation(self, data: GroupedData) -> float:
-        """The model's own IWAE bound (its inference is unchanged here), or the exact NLL."""
-        if self.readout == "bayes":
-            return self.oracle.nll_per_observation(data)
-        return self.scorer.nll_per_observation(data)
-
-
-def refine_group_posterior(model: GroupVAE, data: GroupedData, steps: int = 300, lr: float = 0.01,
-                           n_samples: int = 8, seed: int = 0, batch_size: int = 2048) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Each group's own ``q(u | x_i) = N(m_i, diag s_i^2)``, optimised on its ELBO (the amortisation gap).
-
-    Starts from the encoder's ``(m_i, s_i^2)`` and takes ``steps`` Adam steps on the group's ELBO
-    with ``n_samples`` reparameterised samples of ``u`` and ``v``, the instance encoder
-    ``q(v | x, u)`` and the decoder kept as trained (their parameters get no update). The groups
-    are summed, and Adam is elementwise, so each group's parameters follow their own ELBO.
-    Returns the refined means and variances ``(N, u_dim)`` (float32, CPU); seeded by ``seed``."""
-    model = model.eval()
-    device = next(model.parameters()).device
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    for p in trainable:  # the network stays as trained: no gradients into it
-        p.requires_grad_(False)
-    try:
-        return _refine(model, data, steps, lr, n_samples, gen, batch_size, device)
-    finally:
-        for p in trainable:
-            p.requires_grad_(True)
-
-
-def _refine(model, data, steps, lr, n_samples, gen, batch_size, device):
-    means, variances = [], []
-    for batch in GroupBatchLoader(data, batch_size, shuffle=False, bucket=False):
-        x, mask = batch.x.to(device), batch.mask.to(device)
-        with torch.no_grad():
-            u_mean, u_var = model.group_encoder(x, mask)
-        m, log_var = u_mean.clone().requires_grad_(True), u_var.log().clone().requires_grad_(True)
-        opt = torch.optim.Adam([m, log_var], lr=lr)
-        x_rep, mask_rep = x.repeat(n_samples, 1, 1), mask.repeat(n_samples, 1).to(x.dtype)
-        for _ in range(steps):
-            mean, var = m.repeat(n_samples, 1), log_var.exp().repeat(n_samples, 1)
-            u = sample_normal(mean, var, eps=torch.randn(mean.shape, generator=gen).to(device))
-            v_mean, v_var = model.instance_encoder(x_rep, u)
-            v = sample_normal(v_mean, v_var, eps=torch.randn(v_mean.shape, generator=gen).to(device))
-            x_mean, x_var = model.decode(u, v)
-            elbo = log_importance_weight(x_rep, x_mean, x_var, mask_rep, u, mean, var, v, v_mean, v_var)
-            opt.zero_grad()
-            (-elbo.sum() / n_samples).backward()
-            opt.step()
-        means.append(m.detach().cpu())
-        variances.append(log_var.detach().exp().cpu())
-    return torch.cat(means).float(), torch.cat(variances).float()
-
-
-def reflected_nll(model: GroupVAE, data: GroupedData, n_samples: int = 64, seed: int = 0) -> float:
-    """Holdout NLL per observation from :func:`iwae_log_marginal_reflected` (an upper bound on
-    the exact NLL): :meth:`cxvae.evaluation.ModelScorer.nll_per_observation` with that bound."""
-    scorer = ModelScorer(model, n_samples=n_samples, seed=seed, bound=iwae_log_marginal_reflected)
-    return scorer.nll_per_observation(data)
 
 
 def _kept_models(study, preset: str, seeds, desc: str, progress: bool):
@@ -228,7 +67,7 @@ def decompose_study(study, out, preset: str = "cxvae", seeds=None, progress: boo
     For each seed whose model is in ``study/models``: every step of :data:`STEPS` scored with
     :func:`cxvae.metrics.evaluate_many` on the study's own splits and probes (the ``model`` step
     reproduces the study's ``runs.csv`` row), plus ``holdout_nll_reflected``, the model's bound
-    with the mirror-image proposal (:func:`reflected_nll`; the same as ``holdout_nll`` for the
+    with the mirror-image proposal (:func:`cxvae.evaluation.reflected_nll`; the same as ``holdout_nll`` for the
     steps that keep the model's inference, the exact NLL for the oracle). Appends one row per
     (seed, step) to ``out/decomposition.csv`` as each seed finishes (a rerun skips the seeds
     there) and writes ``out/config.json`` with the command's settings and provenance.
@@ -271,7 +110,7 @@ REFINE = dict(steps=300, lr=0.01, n_samples=8)  # what results/gap/amortisation.
 def amortisation_study(study, out, preset: str = "cxvae", seeds=(0,), refine=None, progress: bool = True):
     """The amortisation gap of kept ``preset`` models in the study folder ``study``: each seed's
     model scored as it is and with every group's ``q(u | x)`` refined on its own ELBO
-    (:func:`refine_group_posterior` with ``refine``, default :data:`REFINE`; the probes' training
+    (:func:`cxvae.evaluation.refine_group_posterior` with ``refine``, default :data:`REFINE`; the probes' training
     groups are refined too), on the study's splits and probes. Appends one row per (seed, step of
     :data:`AMORTISATION_STEPS`) to ``out/amortisation.csv`` (a rerun skips the seeds there).
     Returns the table."""
@@ -446,7 +285,7 @@ def load_or_run_budget(recompute: bool = False, smoke: bool = True, device: str 
 
 
 def _reflected_table(folders: dict, seeds: set, recompute: bool):
-    """The mirror-mixture NLL (:func:`reflected_nll`) of the CxVAE models of ``seeds`` in the
+    """The mirror-mixture NLL (:func:`cxvae.evaluation.reflected_nll`) of the CxVAE models of ``seeds`` in the
     budget folders (``{epochs: folder}``), cached beside the longer budgets in
     ``<first longer folder>/../reflected_nll.csv`` (recomputed when asked or missing)."""
     import pandas as pd

@@ -139,7 +139,7 @@ class MixedModel:
         plugged in. We include ``Var[b_i | y_i]`` rather than treat the BLUP as exact because a
         small group's effect is uncertain; this is the exact counterpart (for a linear Gaussian
         model) of the Group VAE's variational predictive
-        (:func:`cxvae.tabular.predictive_log_density`), which averages over ``q(u | x_i)``. Rows
+        (:func:`cxvae.predictive.predictive_log_density`), which averages over ``q(u | x_i)``. Rows
         of new groups are scored jointly with their group: ``log N(y_i; X_i beta, Z_i Psi Z_i' +
         s^2 I) / K_i`` per row.
         """

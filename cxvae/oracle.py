@@ -51,7 +51,7 @@ import torch
 
 from .data import DataError, GroupedData, exam_scores_mean, generate_exam_scores
 
-__all__ = ["ExamScoresOracle", "single_observation_floor", "instance_predictions"]
+__all__ = ["ExamScoresOracle", "single_observation_floor", "instance_predictions", "exact_v_given_u"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -276,3 +276,16 @@ def instance_predictions(data, noise_std: float = 0.1) -> Dict[str, torch.Tensor
             "whole group x_i": oracle.posterior_v(data)[0][data.mask][:, 0],
             "x_ik and the true u_i": known_u[data.mask],
             "true v": data.v[data.mask][:, 0].double()}
+
+
+def exact_v_given_u(x: torch.Tensor, mask: torch.Tensor, u: torch.Tensor, noise_std: float,
+                    group_strength: float = 1.0) -> torch.Tensor:
+    """``E[v_k | x_k, mu, sigma]`` of the exam-scores model, ``(N, K, 1)`` (0 at padding).
+
+    Given ``u = (mu, sigma)`` ``(N, 2)``, ``x_k = b mu + a v_k + e`` with ``b = 2c``, ``a = c
+    sigma^2 + 1``, ``v_k ~ N(0, 1)``, ``e ~ N(0, s^2)``: the posterior mean is ``a (x_k - b mu) /
+    (a^2 + s^2)``, one observation at a time (the v_k are independent given u)."""
+    b = 2.0 * group_strength
+    a = group_strength * u[:, 1:2] ** 2 + 1.0  # (N, 1)
+    mean = a * (x[..., 0] - b * u[:, 0:1]) / (a ** 2 + noise_std ** 2)
+    return (mean * mask.to(mean.dtype))[..., None]

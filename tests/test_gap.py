@@ -8,11 +8,11 @@ import torch
 
 from cxvae.config import make_run_config
 from cxvae.data import generate_exam_scores
-from cxvae.evaluation import ModelScorer, iwae_log_marginal
-from cxvae.gap import STEPS, PluginScorer, exact_v_given_u, reflected_nll
+from cxvae.evaluation import ModelScorer, PluginScorer, iwae_log_marginal, reflected_nll
+from cxvae.gap import STEPS
 from cxvae.metrics import ProbeConfig, evaluate_many
 from cxvae.model import GroupVAE
-from cxvae.oracle import ExamScoresOracle
+from cxvae.oracle import ExamScoresOracle, exact_v_given_u
 
 NOISE = 0.1
 
@@ -201,7 +201,7 @@ def test_the_real_table_budget_recomputes_at_smoke_scale(tmp_path):
 def test_refined_group_posteriors_move_towards_the_exact_posterior(tiny_model):
     """An untrained encoder's q(u|x), refined group by group on its ELBO, moves towards the exact
     posterior (the mu-mean's error to E[mu|x] falls by more than half); the network's weights are unchanged and get no gradient; seeded runs repeat."""
-    from cxvae.gap import refine_group_posterior
+    from cxvae.evaluation import refine_group_posterior
 
     data = _data(64, 3)
     before = {k: v.clone() for k, v in tiny_model.state_dict().items()}

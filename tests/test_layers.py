@@ -16,7 +16,7 @@ PACKAGE = ROOT / "cxvae"
 LAYERS = {
     "base": ["config", "data", "noise", "layers", "paper_values"],
     "model": ["__init__", "regularisers", "model", "train"],  # __init__ re-exports config, data, model
-    "inference and metrics": ["evaluation", "oracle", "metrics", "summary", "bias"],
+    "inference and metrics": ["evaluation", "oracle", "predictive", "metrics", "summary", "bias"],
     "analysts' API": ["frames", "tabular", "estimator", "mixed", "classical"],
     "studies": ["store", "runner", "engine", "strength", "gap", "table_bench", "real_data", "bench"],
     "book and CLI": ["report", "plots", "cli"],

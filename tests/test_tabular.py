@@ -10,9 +10,9 @@ import torch
 from cxvae.config import ConfigError, model_preset
 from cxvae.data import DataError
 from cxvae.model import GroupVAE
+from cxvae.predictive import predictive_log_density
 from cxvae.tabular import (RowIndex, fit, group_structure, groups_from_dataframe, load_exam, load_soybean,
-                           nearest_centroid_accuracy, predictive_log_density, split_by_group,
-                           split_within_groups)
+                           nearest_centroid_accuracy, split_by_group, split_within_groups)
 
 
 def _random_intercept_table(n_groups=30, size=(4, 9), seed=0, shuffle=True):
