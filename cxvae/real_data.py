@@ -36,7 +36,8 @@ import torch
 from .mixed import compare_presets, fit_mixed, multiple_correlation, rank_agreement
 from .runner import format_seeds, parse_seeds, provenance
 from .store import write_json
-from .tabular import fit, group_structure, load_exam, load_soybean, split_within_groups
+from .frames import load_exam, load_soybean, split_within_groups
+from .tabular import fit, group_structure
 from .train import resolve_device
 
 __all__ = ["PRESETS", "FILES", "study_settings", "real_data_command", "run_real_data_study",

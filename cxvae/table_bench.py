@@ -32,8 +32,8 @@ from .config import ConfigError, PRESETS, require_int
 from .data import DataError
 from .mixed import MixedModel, fit_mixed
 from .store import append_row, write_csv, write_json
-from .frames import column_names, read_rdataset
-from .tabular import GroupModel, fit, split_by_group, split_within_groups
+from .frames import column_names, read_rdataset, split_by_group, split_within_groups
+from .tabular import GroupModel, fit
 
 __all__ = ["TableSpec", "DATASETS", "CLASSICAL", "SPLIT_KINDS", "load_table", "split_table", "run_repeated",
            "interval_coverage", "coverage_by_table", "paired_differences", "best_against_best", "load_repeated", "run_benchmark", "run_into", "resume_rows", "summarise",

@@ -8,7 +8,7 @@ from cxvae.classical import BoostConfig, fit_gpboost
 from cxvae.config import ConfigError
 from cxvae.data import DataError
 from cxvae.mixed import fit_mixed
-from cxvae.tabular import split_by_group, split_within_groups
+from cxvae.frames import split_by_group, split_within_groups
 
 pytest.importorskip("gpboost")
 

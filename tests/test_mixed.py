@@ -11,7 +11,7 @@ from scipy import stats
 from cxvae.config import ConfigError
 from cxvae.data import DataError
 from cxvae.mixed import compare_presets, fit_mixed, multiple_correlation, rank_agreement, summarise_runs
-from cxvae.tabular import load_exam
+from cxvae.frames import load_exam
 
 
 def _simulate(n_groups=40, size=25, intercept_sd=0.8, slope_sd=0.0, noise_sd=0.5, seed=0):

@@ -10,9 +10,24 @@ import torch
 from cxvae.config import ConfigError, model_preset
 from cxvae.data import DataError
 from cxvae.model import GroupVAE
+from cxvae.frames import (RowIndex, groups_from_dataframe, load_exam, load_soybean, split_by_group,
+                          split_within_groups)
 from cxvae.predictive import predictive_log_density
-from cxvae.tabular import (RowIndex, fit, group_structure, groups_from_dataframe, load_exam, load_soybean,
-                           nearest_centroid_accuracy, split_by_group, split_within_groups)
+from cxvae.tabular import fit, group_structure, nearest_centroid_accuracy
+
+
+def test_the_table_helpers_are_still_importable_from_tabular():
+    """Users' code that imports the loaders, splits and predictive from cxvae.tabular keeps
+    working: tabular re-exports them from cxvae.frames and cxvae.predictive (in its __all__)."""
+    from cxvae import frames, predictive, tabular
+    from cxvae.tabular import split_by_group as from_tabular
+
+    assert from_tabular is split_by_group
+    for module, names in ((frames, ["RowIndex", "groups_from_dataframe", "split_within_groups", "split_by_group",
+                                    "load_exam", "load_soybean"]),
+                          (predictive, ["predictive_log_density", "predictive_moments"])):
+        for name in names:
+            assert name in tabular.__all__ and getattr(tabular, name) is getattr(module, name)
 
 
 def _random_intercept_table(n_groups=30, size=(4, 9), seed=0, shuffle=True):

@@ -11,8 +11,8 @@ import torch
 from cxvae.config import ConfigError, make_run_config
 from cxvae.data import DataError
 from cxvae.estimator import GroupVAERegressor
-from cxvae.tabular import (GroupModel, coverage, default_max_steps, fit, groups_from_dataframe, load,
-                           n_valid_groups, split_by_group, split_within_groups)
+from cxvae.frames import groups_from_dataframe, split_by_group, split_within_groups
+from cxvae.tabular import GroupModel, coverage, default_max_steps, fit, load, n_valid_groups
 from cxvae.train import EarlyStopping, SeedStack, _valid_neg_elbo, train
 
 
