@@ -50,11 +50,12 @@ def _kept_models(study, preset: str, seeds, desc: str, progress: bool):
 
     from .config import RunConfig
     from .model import load_model
+    from .store import model_path
     from .train import make_splits
 
     splits = None
     for seed in tqdm(list(seeds), desc=desc, disable=not progress):
-        model, config = load_model(study / "models" / f"{preset}-{seed}.pt")
+        model, config = load_model(model_path(study, preset, seed))
         cfg = RunConfig.from_dict(config)
         splits = splits or make_splits(cfg.data)
         yield seed, model, cfg, splits, ExamScoresOracle(noise_std=cfg.data.noise_std,
@@ -79,14 +80,13 @@ def decompose_study(study, out, preset: str = "cxvae", seeds=None, progress: boo
 
     from .metrics import evaluate_many
     from .runner import probe_config, provenance
-    from .store import append_row, make_folder, write_json
+    from .store import MODELS, append_row, kept_seeds, make_folder, write_json
 
     study, out = Path(study), make_folder(out)
-    kept = sorted(int(p.stem.rsplit("-", 1)[1]) for p in (study / "models").glob(f"{preset}-*.pt")
-                  if p.stem.rsplit("-", 1)[0] == preset)
+    kept = kept_seeds(study, preset)
     seeds = kept if seeds is None else [s for s in seeds if s in kept]
     if not seeds:
-        raise DataError(f"no kept {preset} models in {study / 'models'} for the seeds asked")
+        raise DataError(f"no kept {preset} models in {study / MODELS} for the seeds asked")
     table_path = out / "decomposition.csv"
     done = set(pd.read_csv(table_path).seed) if table_path.exists() else set()
     write_json(out / "config.json", dict(
@@ -252,6 +252,7 @@ def load_or_run_budget(recompute: bool = False, smoke: bool = True, device: str 
 
     from .config import make_run_config
     from .runner import load_or_run, read_study, sweep
+    from .store import history_path
 
     scale = "smoke" if (recompute and smoke) else "paper"
     base_epochs = make_run_config("cxvae", scale=scale).train.epochs
@@ -280,7 +281,7 @@ def load_or_run_budget(recompute: bool = False, smoke: bool = True, device: str 
                             how="left")
         runs.append(table.assign(epochs=epochs))
         for seed in table.seed:
-            histories[(epochs, int(seed))] = pd.read_csv(folder / "histories" / f"cxvae-{int(seed)}.csv")
+            histories[(epochs, int(seed))] = pd.read_csv(history_path(folder, "cxvae", int(seed)))
     return dict(runs=pd.concat(runs, ignore_index=True), histories=histories)
 
 
@@ -292,6 +293,7 @@ def _reflected_table(folders: dict, seeds: set, recompute: bool):
 
     from .config import RunConfig
     from .model import load_model
+    from .store import model_path
     from .train import make_splits
 
     ordered = [f for _, f in sorted(folders.items())]
@@ -301,7 +303,7 @@ def _reflected_table(folders: dict, seeds: set, recompute: bool):
     rows, splits = [], None
     for epochs, folder in sorted(folders.items()):
         for seed in sorted(seeds):
-            path = folder / "models" / f"cxvae-{seed}.pt"
+            path = model_path(folder, "cxvae", seed)
             if not path.exists():
                 continue
             model, config = load_model(path)

@@ -42,9 +42,10 @@ from .metrics import (METRICS, RECON_DRAWS, ProbeConfig, evaluate_many, sampled_
                       v_probe_mse)
 from .oracle import ExamScoresOracle
 from .summary import compare_to, summarise  # re-exported: the chapters call runner.summarise
-from .store import (CONFIG_JSON, LATER_METRICS, ORACLE_CSV, RUNS_CSV, append_row, config_differences, finished, fs_errors,
-                    inspect_runs, locked, make_folder, open_study, read_config, read_study, read_table, replace_csv,
-                    replace_text, save_run, write_csv, write_json, write_table)
+from .store import (CONFIG_JSON, HISTORIES, LATER_METRICS, MODELS, ORACLE_CSV, RUNS_CSV, append_row, config_differences,
+                    finished, fs_errors, history_path, inspect_runs, locked, make_folder, model_path, open_study,
+                    read_config, read_study, read_table, replace_csv, replace_text, save_run, write_csv, write_json,
+                    write_table)
 from .train import make_splits, resolve_device, train_seeds
 
 __all__ = ["parse_seeds", "format_seeds", "provenance", "code_commit", "append_row", "score", "sweep", "run_oracle", "summarise",
@@ -356,19 +357,19 @@ def merge_study(src, dest, replace: bool = False) -> pd.DataFrame:
             if differ:
                 raise ConfigError(f"{name!r} is configured differently in {src} and {dest} ({'; '.join(differ)}); "
                                   "merge only a copy of the same study")
-        missing = [f"{p}-{s}" for p, s in zip(added.preset, added.seed) if not (src / "histories" / f"{p}-{s}.csv").exists()]
+        missing = [f"{p}-{s}" for p, s in zip(added.preset, added.seed) if not history_path(src, p, s).exists()]
         if missing:
-            raise ConfigError(f"{src / 'histories'} lacks the curves of {', '.join(missing[:5])}"
+            raise ConfigError(f"{src / HISTORIES} lacks the curves of {', '.join(missing[:5])}"
                               f"{' ...' if len(missing) > 5 else ''}")
-        for sub in ("histories", "models"):
+        for sub in (HISTORIES, MODELS):
             make_folder(dest / sub)
         with fs_errors(dest):
             for p, s in zip(added.preset, added.seed):
-                shutil.copy2(src / "histories" / f"{p}-{s}.csv", dest / "histories" / f"{p}-{s}.csv")
-                if (src / "models" / f"{p}-{s}.pt").exists():
-                    shutil.copy2(src / "models" / f"{p}-{s}.pt", dest / "models" / f"{p}-{s}.pt")
+                shutil.copy2(history_path(src, p, s), history_path(dest, p, s))
+                if model_path(src, p, s).exists():
+                    shutil.copy2(model_path(src, p, s), model_path(dest, p, s))
                 elif replace:  # the replaced run's model, if dest had one, is not this run's
-                    (dest / "models" / f"{p}-{s}.pt").unlink(missing_ok=True)
+                    model_path(dest, p, s).unlink(missing_ok=True)
         if replace:
             replaced = {(p, int(s)) for p, s in zip(added.preset, added.seed)}
             table = ours.runs
@@ -487,7 +488,7 @@ def rescore(out, metrics: Sequence[str] = RESCORABLE, progress: bool = True) -> 
     values = {m: [] for m in metrics}
     for preset, seed in tqdm(list(zip(runs.preset, runs.seed.astype(int))), desc=f"rescore {out}",
                              disable=not progress):
-        path = out / "models" / f"{preset}-{seed}.pt"
+        path = model_path(out, preset, seed)
         if not path.exists():
             for m in metrics:
                 values[m].append(float("nan"))
@@ -539,7 +540,7 @@ def made_by(study: Dict[str, object]) -> str:
 def run_history(folder, preset: str, seed: int) -> pd.DataFrame:
     """The per-epoch training curve of one run of a study folder (``histories/<preset>-<seed>.csv``:
     ``epoch, step, train_neg_elbo, valid_neg_elbo, ...``)."""
-    path = Path(folder) / "histories" / f"{preset}-{int(seed)}.csv"
+    path = history_path(folder, preset, int(seed))
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: {folder} has no curve of {preset} seed {seed}")
     return read_table(path, columns=("epoch", "train_neg_elbo", "valid_neg_elbo"))
@@ -569,7 +570,7 @@ def posterior_gap_study(out, presets: Optional[Sequence[str]] = None) -> pd.Data
     from .model import load_model
 
     out = Path(out)
-    paths = sorted((out / "models").glob("*.pt"))
+    paths = sorted((out / MODELS).glob("*.pt"))
     tables, splits = [], None
     for path in paths:
         model, config = load_model(path)
@@ -581,7 +582,7 @@ def posterior_gap_study(out, presets: Optional[Sequence[str]] = None) -> pd.Data
                                                             ExamScoresOracle(cfg.data.noise_std)))
         tables.append(table.assign(preset=cfg.preset, seed=cfg.seed))
     if not tables:
-        raise FileNotFoundError(f"no saved models of {presets or 'any preset'} in {out / 'models'}")
+        raise FileNotFoundError(f"no saved models of {presets or 'any preset'} in {out / MODELS}")
     result = pd.concat(tables, ignore_index=True)
     result = result[["preset", "seed"] + [c for c in result.columns if c not in ("preset", "seed")]]
     result.to_csv(out / "posterior_gap.csv", index=False)

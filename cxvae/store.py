@@ -8,8 +8,10 @@ A study folder (e.g. ``results/paper/``) holds
   numeric columns (e.g. a retired probe's scores kept beside the one that replaced it);
 * ``oracle.csv`` — the same metrics for the exact Bayes-optimal reference;
 * ``config.json`` — the resolved configuration of every preset in the study and the commands;
-* ``histories/<preset>-<seed>.csv`` — the per-epoch training curve of each run;
-* ``models/<preset>-<seed>.pt`` — each trained model (``cxvae.model.load_model``), where kept;
+* ``histories/<preset>-<seed>.csv`` — the per-epoch training curve of each run
+  (:func:`history_path`);
+* ``models/<preset>-<seed>.pt`` — each trained model (``cxvae.model.load_model``), where kept
+  (:func:`model_path`; :func:`kept_seeds`);
 * ``runs.damaged.csv`` — rows set aside by ``cxvae check --set-aside`` or a sweep (see below).
 
 Every row of ``runs.csv`` is checked when it is read (:func:`inspect_runs`): it must have every
@@ -51,9 +53,11 @@ __all__ = ["RUNS_CSV", "ORACLE_CSV", "CONFIG_JSON", "DAMAGED_CSV", "RUN_COLUMNS"
            "RunsFile", "Health", "DamagedRowsSetAside", "inspect_runs", "read_runs", "finished", "read_oracle",
            "read_config", "read_study", "read_table", "set_aside", "check", "save_run", "append_row", "write_csv",
            "replace_csv", "write_table", "write_json", "replace_text", "make_folder", "locked", "fs_errors",
-           "open_study", "record_config", "config_differences"]
+           "open_study", "record_config", "config_differences", "MODELS", "HISTORIES", "model_path", "history_path",
+           "kept_seeds"]
 
 RUNS_CSV, ORACLE_CSV, CONFIG_JSON, DAMAGED_CSV = "runs.csv", "oracle.csv", "config.json", "runs.damaged.csv"
+MODELS, HISTORIES = "models", "histories"  # the subfolders of the kept models and of the training curves
 PROVENANCE = ("version", "git_commit", "torch", "python", "device")
 RUN_COLUMNS = ("preset", "seed", "scale", *METRICS, "final_train_neg_elbo", "final_valid_neg_elbo",
                "train_seconds", "score_seconds", *PROVENANCE)
@@ -65,6 +69,26 @@ _REQUIRED_RUN_COLUMNS = tuple(c for c in RUN_COLUMNS if c not in LATER_METRICS)
 _REQUIRED_ORACLE_COLUMNS = tuple(c for c in ORACLE_COLUMNS if c not in LATER_METRICS)
 TEXT_COLUMNS = ("preset", "scale", *PROVENANCE)  # every other column of runs.csv holds numbers
 Key = Tuple[str, int]
+
+
+# ---------------------------------------------------------------- where a run's files lie
+
+def model_path(folder, preset: str, seed) -> Path:
+    """The kept model of run ``(preset, seed)`` of the study folder ``folder``:
+    ``folder/models/<preset>-<seed>.pt``."""
+    return Path(folder) / MODELS / f"{preset}-{seed}.pt"
+
+
+def history_path(folder, preset: str, seed) -> Path:
+    """The training curve of run ``(preset, seed)`` of the study folder ``folder``:
+    ``folder/histories/<preset>-<seed>.csv``."""
+    return Path(folder) / HISTORIES / f"{preset}-{seed}.csv"
+
+
+def kept_seeds(folder, preset: str) -> List[int]:
+    """The seeds of ``preset`` whose model the study folder ``folder`` kept (:func:`model_path`), sorted."""
+    return sorted(int(p.stem.rsplit("-", 1)[1]) for p in (Path(folder) / MODELS).glob(f"{preset}-*.pt")
+                  if p.stem.rsplit("-", 1)[0] == preset)
 
 
 # ---------------------------------------------------------------- writing, atomically and in one line
@@ -530,18 +554,18 @@ def save_run(out, result, metrics: Dict[str, float], score_seconds: float, prov:
     with locked(runs_path):
         if runs_path.exists() and (preset, seed) in inspect_runs(runs_path).keys:
             return False
-        for sub in ("histories", "models"):
+        for sub in (HISTORIES, MODELS):
             make_folder(out / sub)
-        replace_csv(result.history.assign(preset=preset, seed=seed), out / "histories" / f"{preset}-{seed}.csv")
-        model_path = out / "models" / f"{preset}-{seed}.pt"
+        replace_csv(result.history.assign(preset=preset, seed=seed), history_path(out, preset, seed))
+        path = model_path(out, preset, seed)
         try:
-            with fs_errors(model_path):
-                save_checkpoint(model_path, result.model, cfg)  # for later analyses
+            with fs_errors(path):
+                save_checkpoint(path, result.model, cfg)  # for later analyses
         except RuntimeError as err:  # torch's writer fails with its own error (e.g. on a full disk)
             with contextlib.suppress(OSError):
-                model_path.with_suffix(".pt.tmp").unlink()
+                path.with_suffix(".pt.tmp").unlink()
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ConfigError(f"cannot write {model_path}: {first} (is the disk full?)") from None
+            raise ConfigError(f"cannot write {path}: {first} (is the disk full?)") from None
         _append_run(runs_path, row)
     return True
 
@@ -619,7 +643,7 @@ def check(folder) -> Health:
     except ConfigError as err:
         health.problems.append(str(err))
         health.oracle = "damaged"
-    names = [f"{p}-{int(s)}" for p, s in zip(found.runs.preset, found.runs.seed)]
-    health.no_curve = [n for n in names if not (folder / "histories" / f"{n}.csv").exists()]
-    health.no_model = [n for n in names if not (folder / "models" / f"{n}.pt").exists()]
+    keys = [(p, int(s)) for p, s in zip(found.runs.preset, found.runs.seed)]
+    health.no_curve = [f"{p}-{s}" for p, s in keys if not history_path(folder, p, s).exists()]
+    health.no_model = [f"{p}-{s}" for p, s in keys if not model_path(folder, p, s).exists()]
     return health

@@ -50,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 from cxvae.config import ConfigError  # noqa: E402
 from cxvae.engine import TaskFailed, check_engine, ray_session, run_on_ray  # noqa: E402
 from cxvae.runner import parse_seeds, run_oracle, sweep  # noqa: E402
+from cxvae.store import CONFIG_JSON, HISTORIES, ORACLE_CSV, RUNS_CSV, model_path  # noqa: E402
 from cxvae.strength import MAIN_PRESETS, STRENGTHS, strength_study  # noqa: E402
 
 FIGURE4 = ["cxvae", "ml-vae", "gvae", "gvae-ad"]
@@ -78,7 +79,7 @@ def unkept(folder):
     import pandas as pd
 
     runs = pd.read_csv(Path(folder) / "runs.csv")
-    return {(p, int(s)) for p, s in zip(runs.preset, runs.seed) if not (Path(folder) / "models" / f"{p}-{s}.pt").exists()}
+    return {(p, int(s)) for p, s in zip(runs.preset, runs.seed) if not model_path(folder, p, s).exists()}
 
 
 def jobs(out, block: int = 100, n_seeds: int = 100, presets=None, redo_unkept=None):
@@ -200,11 +201,11 @@ def pack(out: Path, dest: Path, strength: Path | None = None) -> None:
     under strength/ in it."""
     tmp = dest / "paper.tgz.part"
     with tarfile.open(tmp, "w:gz") as tar:
-        for name in ("runs.csv", "oracle.csv", "config.json", "histories", "logs", "driver.log"):
+        for name in (RUNS_CSV, ORACLE_CSV, CONFIG_JSON, HISTORIES, "logs", "driver.log"):
             if (out / name).exists():
                 tar.add(out / name, arcname=name)
         for folder in sorted(strength.glob("c=*")) if strength is not None and strength.exists() else []:
-            for name in ("runs.csv", "oracle.csv", "config.json", "histories"):
+            for name in (RUNS_CSV, ORACLE_CSV, CONFIG_JSON, HISTORIES):
                 if (folder / name).exists():
                     tar.add(folder / name, arcname=f"strength/{folder.name}/{name}")
     os.replace(tmp, dest / "paper.tgz")

@@ -166,3 +166,16 @@ def test_a_config_json_that_is_not_json_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match="config.json: not JSON") as err:
         store.read_study(folder)
     assert "\n" not in str(err.value)
+
+
+def test_a_runs_files_lie_where_the_layout_says(tmp_path):
+    """models/<preset>-<seed>.pt and histories/<preset>-<seed>.csv, written once in cxvae.store;
+    kept_seeds reads the seeds of one preset back (a longer preset name with the same prefix is
+    another preset), sorted as numbers."""
+    assert store.model_path(tmp_path, "cxvae", 3) == tmp_path / "models" / "cxvae-3.pt"
+    assert store.history_path(str(tmp_path), "ml-vae", 0) == tmp_path / "histories" / "ml-vae-0.csv"
+    (tmp_path / "models").mkdir()
+    for preset, seed in [("cxvae", 10), ("cxvae", 2), ("cxvae-average", 1), ("gvae", 0)]:
+        store.model_path(tmp_path, preset, seed).touch()
+    assert store.kept_seeds(tmp_path, "cxvae") == [2, 10]
+    assert store.kept_seeds(tmp_path, "ml-vae") == []
