@@ -29,8 +29,8 @@ from .data import DataError
 from .evaluation import PluginScorer, reflected_nll
 from .oracle import ExamScoresOracle
 
-__all__ = ["STEPS", "amortisation_study", "load_or_amortise", "AMORTISATION_STEPS", "REFINE",
-           "PRESET", "GOAL_RATIO", "GOAL_NLL", "load_or_run_preset", "against_goal", "load_or_run_table_long"]
+__all__ = ["STEPS", "amortisation_study", "AMORTISATION_STEPS", "REFINE", "PRESET", "GOAL_RATIO", "GOAL_NLL",
+           "against_goal", "reflected_table"]
 
 # the chain of the decomposition: each step replaces one more part of the model by its exact counterpart
 # (the two orders of replacing the encoders: "exact q(u|x)" first, or "exact q(v|x,u)" first)
@@ -212,80 +212,7 @@ def excess_parts(table, metrics=GAP_METRICS):
     return pd.DataFrame(rows).set_index("metric")
 
 
-def load_or_decompose(recompute: bool = False, smoke: bool = True, seeds: str = "0-1", device: str = "cpu",
-                      results_root="../results", scratch_root=None) -> dict:
-    """What chapter 11 calls: the committed decomposition (``results_root/gap``) or, with
-    ``recompute``, the same commands rerun (at smoke scale when ``smoke``) into the scratch folder:
-    CxVAE's sweep (:func:`cxvae.runner.load_or_run`) then :func:`decompose_study`. Returns
-    ``table`` (the rows), ``folder`` and ``config``."""
-    import json
-    import os
-    from pathlib import Path
-
-    import pandas as pd
-
-    from .runner import load_or_run
-
-    if recompute:
-        study = load_or_run("paper", ["cxvae"], recompute=True, smoke=smoke, seeds=seeds, device=device,
-                            scratch_root=scratch_root)
-        root = Path(scratch_root or os.environ.get("CXVAE_SCRATCH", "../runs"))
-        folder = root / f"gap-{'smoke' if smoke else 'paper'}"
-        decompose_study(study["folder"], folder, progress=False)
-    else:
-        folder = Path(results_root) / "gap"
-    return dict(table=pd.read_csv(folder / "decomposition.csv"), folder=str(folder),
-                config=json.loads((folder / "config.json").read_text()))
-
-
-def load_or_run_budget(recompute: bool = False, smoke: bool = True, device: str = "cpu",
-                       results_root="../results", scratch_root=None, factors=(2, 4), seeds=(0,)) -> dict:
-    """The optimisation budget's part: CxVAE trained ``factors`` times longer than its scale's
-    epochs. Committed: ``results_root/gap/budget/epochs=N`` (made by ``cxvae sweep --presets cxvae
-    --scale paper --epochs N``) beside the same seeds of ``results_root/paper`` at the paper's
-    budget. With ``recompute``: the same at smoke scale into the scratch folder. Returns ``runs``
-    (the rows of every budget, with ``epochs``) and ``histories`` (``{(epochs, seed): DataFrame}``)."""
-    import os
-    from pathlib import Path
-
-    import pandas as pd
-
-    from .config import make_run_config
-    from .runner import load_or_run, read_study, sweep
-    from .store import history_path
-
-    scale = "smoke" if (recompute and smoke) else "paper"
-    base_epochs = make_run_config("cxvae", scale=scale).train.epochs
-    if recompute:
-        root = Path(scratch_root or os.environ.get("CXVAE_SCRATCH", "../runs")) / f"gap-budget-{scale}"
-        base = load_or_run("paper", ["cxvae"], recompute=True, smoke=smoke, seeds=",".join(map(str, seeds)),
-                           device=device, scratch_root=scratch_root)["folder"]
-        folders = {base_epochs: Path(base)}
-        for f in factors:
-            folders[f * base_epochs] = root / f"epochs={f * base_epochs}"
-            sweep(["cxvae"], list(seeds), scale=scale, device=device, out=folders[f * base_epochs], progress=False,
-                  overrides=dict(train=dict(epochs=f * base_epochs)))
-    else:
-        folders = {base_epochs: Path(results_root) / "paper"}
-        for path in sorted((Path(results_root) / "gap" / "budget").glob("epochs=*")):
-            if (path / "runs.csv").exists():  # a budget whose first run is still training has none yet
-                folders[int(path.name.split("=")[1])] = path
-    # the paper study has every seed: the comparison keeps those that were trained longer too
-    longer = {int(s) for e, f in folders.items() if e != base_epochs for s in read_study(f)["runs"].seed}
-    budget_seeds = longer or {int(s) for s in seeds}
-    runs, histories, reflected = [], {}, _reflected_table(folders, budget_seeds, recompute)
-    for epochs, folder in sorted(folders.items()):
-        table = read_study(folder)["runs"]
-        table = table[(table.preset == "cxvae") & table.seed.isin(budget_seeds)]
-        table = table.merge(reflected[reflected.epochs == epochs][["seed", "holdout_nll_reflected"]], on="seed",
-                            how="left")
-        runs.append(table.assign(epochs=epochs))
-        for seed in table.seed:
-            histories[(epochs, int(seed))] = pd.read_csv(history_path(folder, "cxvae", int(seed)))
-    return dict(runs=pd.concat(runs, ignore_index=True), histories=histories)
-
-
-def _reflected_table(folders: dict, seeds: set, recompute: bool):
+def reflected_table(folders: dict, seeds: set, recompute: bool):
     """The mirror-mixture NLL (:func:`cxvae.evaluation.reflected_nll`) of the CxVAE models of ``seeds`` in the
     budget folders (``{epochs: folder}``), cached beside the longer budgets in
     ``<first longer folder>/../reflected_nll.csv`` (recomputed when asked or missing)."""
@@ -323,34 +250,6 @@ GOAL_RATIO = {"translation_mse": 1.10, "instance_probe_mse": 1.10}
 GOAL_NLL = 0.01
 PRESET_COMMAND = ("cxvae sweep --presets cxvae-mirror-long --seeds 0-19 --scale paper --stack 5 "
                   "--out results/gap/mirror-long")
-
-
-def load_or_run_preset(recompute: bool = False, smoke: bool = True, seeds: str = "0-1", device: str = "cpu",
-                       results_root="../results", scratch_root=None) -> dict:
-    """:data:`PRESET`'s runs beside CxVAE's on the same seeds and data, with the oracle.
-
-    Committed: ``results_root/gap/mirror-long`` (made by :data:`PRESET_COMMAND`, its ``oracle.csv``
-    by ``cxvae oracle --scale paper``) and the same seeds of CxVAE from ``results_root/paper``.
-    With ``recompute``: both presets swept at smoke scale (paper scale when not ``smoke``) into
-    the scratch folder (:func:`cxvae.runner.load_or_run`). Returns ``runs`` (both presets),
-    ``oracle`` (one row), ``command`` and ``folder``."""
-    from pathlib import Path
-
-    import pandas as pd
-
-    from .runner import load_or_run, read_study
-
-    if recompute:
-        study = load_or_run("gap-preset", [PRESET, "cxvae"], recompute=True, smoke=smoke, seeds=seeds, device=device,
-                            scratch_root=scratch_root)
-        return dict(runs=study["runs"], oracle=study["oracle"], command=study["command"], folder=study["folder"])
-    folder = Path(results_root) / "gap" / "mirror-long"
-    study = read_study(folder)
-    runs = study["runs"][study["runs"].preset == PRESET]
-    paper = read_study(Path(results_root) / "paper")["runs"]
-    paired = paper[(paper.preset == "cxvae") & paper.seed.isin(set(runs.seed))]
-    return dict(runs=pd.concat([runs, paired], ignore_index=True), oracle=study["oracle"],
-                command="\n".join(study["config"].get("commands", [])), folder=str(folder))
 
 
 def against_goal(summary, preset: str = PRESET):
@@ -395,72 +294,3 @@ def nll_under_one_bound(runs, decomposition, preset: str = PRESET):
 
 TABLE_LONG_COMMAND = ("cxvae table-bench --tables chickweight,orthodont --presets cxvae --seeds 0-4 --epochs 400 "
                       "--out results/gap/table-long")
-
-
-def load_or_run_table_long(recompute: bool = False, smoke: bool = True, results_root="../results",
-                           scratch_root=None) -> dict:
-    """CxVAE trained 4x longer on real tables of chapter 9, beside the benchmark's budget.
-
-    The mirror mixture needs a decoder known to be symmetric in sigma's sign, so on a real table
-    (the ``mlp`` decoder) "the same model" is CxVAE with :data:`PRESET`'s 4x budget. Committed:
-    ``results_root/gap/table-long`` (:data:`TABLE_LONG_COMMAND`: 400 epochs) and the same tables,
-    seeds and preset of ``results_root/tabular_benchmark`` (100 epochs). With ``recompute``:
-    Orthodont, seed 0, at 5 and 20 epochs (smoke) or the committed settings, into the scratch
-    folder. Returns ``table``: one row per (table, split, epochs) with the median NLL over seeds,
-    MixedLM's, and the difference."""
-    import os
-    from pathlib import Path
-
-    import pandas as pd
-
-    from . import table_bench
-
-    if recompute:
-        root = Path(scratch_root or os.environ.get("CXVAE_SCRATCH", "../runs")) / "gap-table-long"
-        tables, seeds, short = (["orthodont"], [0], 5) if smoke else (["chickweight", "orthodont"], list(range(5)), 100)
-        for epochs in (short, 4 * short):
-            table_bench.run_into(root / f"epochs={epochs}", tables, ["cxvae"], seeds, epochs=epochs, log=lambda s: None)
-        folders = {short: root / f"epochs={short}", 4 * short: root / f"epochs={4 * short}"}
-    else:
-        folders = {100: Path(results_root) / "tabular_benchmark", 400: Path(results_root) / "gap" / "table-long"}
-    longer = pd.read_csv(folders[max(folders)] / "runs.csv")
-    keys = longer[longer.model == "cxvae"][["table", "seed"]].drop_duplicates()
-    rows = []
-    for epochs, folder in sorted(folders.items()):
-        runs = pd.read_csv(folder / "runs.csv")
-        runs = runs[runs.table.isin(set(keys.table))]
-        mixed = runs[runs.model == "MixedLM"].groupby(["table", "split"], sort=False).nll.first()
-        cx = runs[(runs.model == "cxvae") & runs.seed.isin(set(keys.seed))]
-        for (table, split), group in cx.groupby(["table", "split"], sort=False):
-            rows.append(dict(table=table, split=split, epochs=epochs, n_seeds=len(group), cxvae=group.nll.median(),
-                             MixedLM=float(mixed[(table, split)]),
-                             difference=group.nll.median() - float(mixed[(table, split)])))
-    return dict(table=pd.DataFrame(rows).set_index(["table", "split", "epochs"]).sort_index(),
-                folders={e: str(f) for e, f in folders.items()})
-
-
-def load_or_amortise(recompute: bool = False, smoke: bool = True, seeds: str = "0-1", device: str = "cpu",
-                     results_root="../results", scratch_root=None) -> dict:
-    """The amortisation gap's table: committed ``results_root/gap/amortisation.csv``
-    (:func:`amortisation_study` of ``results/paper``'s CxVAE models with :data:`REFINE`) or, with
-    ``recompute``, the same on the scratch study of :func:`load_or_decompose` (50 refinement
-    steps at smoke scale). Returns ``table`` and ``change`` (per seed: the refined step's score
-    minus the model's, for the metrics of :data:`GAP_METRICS`)."""
-    import os
-    from pathlib import Path
-
-    import pandas as pd
-
-    from .runner import load_or_run, parse_seeds
-
-    if recompute:
-        study = load_or_run("paper", ["cxvae"], recompute=True, smoke=smoke, seeds=seeds, device=device,
-                            scratch_root=scratch_root)
-        root = Path(scratch_root or os.environ.get("CXVAE_SCRATCH", "../runs")) / f"gap-{'smoke' if smoke else 'paper'}"
-        table = amortisation_study(study["folder"], root, seeds=parse_seeds(seeds), progress=False,
-                                   refine=dict(REFINE, steps=50) if smoke else None)
-    else:
-        table = pd.read_csv(Path(results_root) / "gap" / "amortisation.csv")
-    wide = table.set_index(["seed", "step"])[list(GAP_METRICS)]
-    change = wide.xs("refined q(u|x)", level="step") - wide.xs("model", level="step")
-    return dict(table=table, change=change)

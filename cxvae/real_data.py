@@ -2,7 +2,7 @@
 
 :func:`run_real_data_study` performs every fit of the chapter and writes the tables it shows as
 CSV files (plus ``config.json``) into one folder; :func:`read_real_data_study` reads them back, and
-:func:`load_or_run_real_data` is what the chapter calls (read the committed folder, or recompute
+:func:`cxvae.chapters.load_or_run_real_data` is what the chapter calls (read the committed folder, or recompute
 into a scratch folder). Storing the tables makes the book's numbers the same on every machine:
 short trainings round differently under other matrix kernels, so the chapter must not retrain.
 
@@ -34,14 +34,14 @@ import pandas as pd
 import torch
 
 from .mixed import compare_presets, fit_mixed, multiple_correlation, rank_agreement
-from .runner import format_seeds, parse_seeds, provenance
+from .runner import parse_seeds, provenance
 from .store import write_json
 from .frames import load_exam, load_soybean, split_within_groups
 from .tabular import fit, group_structure
 from .train import resolve_device
 
 __all__ = ["PRESETS", "FILES", "study_settings", "real_data_command", "run_real_data_study",
-           "read_real_data_study", "load_or_run_real_data", "main"]
+           "read_real_data_study", "main"]
 
 PRESETS = ("ml-vae", "gvae", "gvae-ad", "cxvae")
 SOY_PRESETS = ("gvae", "cxvae")
@@ -238,33 +238,6 @@ def read_real_data_study(folder) -> Dict[str, object]:
         raise FileNotFoundError(f"the real-data study at {folder} lacks {missing}; {remedy}")
     tables = {n[:-4]: pd.read_csv(folder / n) for n in FILES}
     return tables | dict(config=json.loads((folder / "config.json").read_text()), folder=str(folder))
-
-
-def load_or_run_real_data(*, recompute: bool = False, smoke: bool = True, seeds: str = "0", device: str = "cpu",
-                          results_root="../results", scratch_root=None) -> Dict[str, object]:
-    """What chapter 9 calls to get its tables.
-
-    Without ``recompute`` it reads the committed study ``results_root/real_data/<scale>``
-    (``smoke`` or ``full``). With ``recompute`` it runs :func:`run_real_data_study` into
-    ``scratch_root/real_data-<scale>`` (``scratch_root`` defaults to ``$CXVAE_SCRATCH`` or
-    ``../runs``) and reads that. Returns :func:`read_real_data_study`'s dict plus ``command``.
-    """
-    import os
-
-    scale = "smoke" if smoke else "full"
-    if recompute:
-        folder = Path(scratch_root or os.environ.get("CXVAE_SCRATCH", "../runs")) / f"real_data-{scale}"
-        command = real_data_command(folder, smoke, seeds)
-        study = run_real_data_study(folder, smoke=smoke, seeds=parse_seeds(seeds), device=device, progress=False,
-                                    command=command)
-    else:
-        study = read_real_data_study(Path(results_root) / "real_data" / scale)
-        command = study["config"]["command"]
-        made = format_seeds(study["config"]["settings"]["seeds"])
-        if made != format_seeds(parse_seeds(seeds)):
-            raise FileNotFoundError(f"{study['folder']} holds seeds {made}, not {seeds}; run with RECOMPUTE = True "
-                                    f"or make them with: {real_data_command(study['folder'], smoke, seeds)}")
-    return study | dict(command=command)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -49,7 +49,7 @@ from .store import (CONFIG_JSON, HISTORIES, LATER_METRICS, MODELS, ORACLE_CSV, R
 from .train import make_splits, resolve_device, train_seeds
 
 __all__ = ["parse_seeds", "format_seeds", "provenance", "code_commit", "append_row", "score", "sweep", "run_oracle", "summarise",
-           "compare_to", "read_study", "plan_sweep", "sweep_configs", "SweepPlan", "study_command", "load_or_run",
+           "compare_to", "read_study", "plan_sweep", "sweep_configs", "SweepPlan", "study_command",
            "probe_config", "merge_study", "short_of_seeds", "made_on_cpu_only", "rescore", "LEGACY_PROBES", "RESCORABLE", "closed_form_probes", "with_rescored_probe", "run_history",
            "study_provenance", "made_by", "PAPER_SEEDS", "score_many", "scored", "score_and_save"]
 PAPER_SEEDS = 100  # random initialisations per model in the paper's Figures 4 and 5
@@ -528,7 +528,7 @@ def study_provenance(folder) -> pd.DataFrame:
 
 
 def made_by(study: Dict[str, object]) -> str:
-    """One line naming what made a study that :func:`load_or_run` returned: the command itself
+    """One line naming what made a study that :func:`cxvae.chapters.load_or_run` returned: the command itself
     when there is one, else how many commands made the folder and where they are listed."""
     commands = [c for c in str(study.get("command", "")).splitlines() if c.strip()]
     if len(commands) == 1:
@@ -612,40 +612,6 @@ def main_sweep_summary(out) -> str:
 def study_command(presets: Sequence[str], seeds: str, scale: str, out: str) -> str:
     """The exact shell command that (re)makes a study folder."""
     return f"cxvae sweep --presets {','.join(presets)} --seeds {seeds} --scale {scale} --out {out}"
-
-
-def load_or_run(study: str, presets: Sequence[str], *, recompute: bool = False, smoke: bool = True,
-                seeds: str = "0-2", device: str = "cpu", results_root="../results",
-                scratch_root=None) -> Dict[str, object]:
-    """What a chapter calls to get its numbers.
-
-    Without ``recompute`` it reads the committed study ``results_root/study`` (made at paper scale
-    by :func:`study_command`), keeping the rows of ``presets``. With ``recompute`` it runs the same
-    sweep (at ``smoke`` scale when ``smoke``) into ``scratch_root/study-<scale>`` plus the oracle
-    row, and reads that (``scratch_root`` defaults to ``$CXVAE_SCRATCH`` or ``../runs``). Returns :func:`read_study`'s dict plus ``command`` and ``folder``.
-    """
-    presets = list(presets)
-    if recompute:
-        scratch_root = scratch_root or os.environ.get("CXVAE_SCRATCH", "../runs")
-        scale = "smoke" if smoke else "paper"
-        folder = Path(scratch_root) / f"{study}-{scale}"
-        sweep(presets, parse_seeds(seeds), scale=scale, device=device, out=folder, progress=False,
-              command=study_command(presets, seeds, scale, str(folder)))
-        if not (folder / ORACLE_CSV).exists():
-            run_oracle(scale=scale, out=folder)
-        command = study_command(presets, seeds, scale, str(folder))
-    else:
-        folder = Path(results_root) / study
-        commands = read_study(folder)["config"].get("commands", [])
-        command = "\n".join(commands)
-    result = read_study(folder)
-    runs = result["runs"]
-    missing = [p for p in presets if p not in set(runs.preset)]
-    if missing:
-        raise FileNotFoundError(f"{folder} has no runs of {missing}; run: {study_command(missing, seeds, 'paper', str(folder))}")
-    result["runs"] = runs[runs.preset.isin(presets)].reset_index(drop=True)
-    result.update(command=command, folder=str(folder))
-    return result
 
 
 if __name__ == "__main__":  # pragma: no cover

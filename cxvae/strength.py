@@ -16,8 +16,6 @@ setting, resumable) and :func:`read_strength_study` / :func:`summarise_strength`
 """
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
@@ -27,13 +25,12 @@ import torch
 from .config import DataConfig
 from .engine import check_engine, ray_session, run_on_ray
 from .oracle import single_observation_floor  # noqa: F401  (part of this module's API)
-from .runner import (compare_to, format_seeds, parse_seeds, plan_sweep, run_oracle, summarise,
-                     sweep, sweep_configs)
+from .runner import compare_to, format_seeds, plan_sweep, run_oracle, summarise, sweep, sweep_configs
 from .store import ORACLE_CSV, RUNS_CSV, read_oracle, read_runs
 
 __all__ = ["STRENGTHS", "SMOKE_STRENGTHS", "MAIN_PRESETS", "BASELINES", "strength_folder", "strength_overrides",
            "strength_study",
-           "read_strength_study", "summarise_strength", "strength_command", "load_or_run_strength",
+           "read_strength_study", "summarise_strength", "strength_command",
            "single_observation_floor", "translation_checks", "first_strength_all_better"]
 
 STRENGTHS = (0.0, 0.125, 0.25, 0.375, 0.5, 0.75, 1.0)  # 7 settings, unconfounded to the paper's data
@@ -126,31 +123,6 @@ def strength_command(strengths: Sequence[float], presets: Sequence[str], seeds: 
     """The exact shell command that (re)makes a strength study folder."""
     return (f"cxvae strength --strengths {','.join(map(str, strengths))} --presets {','.join(presets)} "
             f"--seeds {seeds} --scale {scale} --stack {stack} --out {out}")
-
-
-def load_or_run_strength(*, recompute: bool = False, smoke: bool = True, seeds: str = "0-19", device: str = "cpu",
-                         presets: Sequence[str] = MAIN_PRESETS, results_root="../results",
-                         scratch_root=None, stack: int = 20) -> dict:
-    """What the strength chapter calls to get its numbers.
-
-    Without ``recompute`` it reads the committed study ``results_root/strength``. With
-    ``recompute`` it runs the study into ``scratch_root/strength-<scale>`` (``$CXVAE_SCRATCH`` or
-    ``../runs``): at ``smoke`` scale over :data:`SMOKE_STRENGTHS`, else at the ``study`` scale over
-    :data:`STRENGTHS`. Returns ``dict(table, folder, commands)``.
-    """
-    if recompute:
-        scale, strengths = ("smoke", SMOKE_STRENGTHS) if smoke else ("study", STRENGTHS)
-        folder = Path(scratch_root or os.environ.get("CXVAE_SCRATCH", "../runs")) / f"strength-{scale}"
-        command = strength_command(strengths, presets, seeds, scale, str(folder), stack)
-        strength_study(strengths, presets, parse_seeds(seeds), scale=scale, out=folder, device=device, stack=stack,
-                       progress=False, command=command)
-        commands = [command]
-    else:
-        folder = Path(results_root) / "strength"
-        commands = sorted({c for f in folder.glob("c=*/config.json") for c in json.loads(f.read_text())["commands"]})
-    table = read_strength_study(folder)
-    return dict(table=table[table.preset.isin(list(presets) + ["oracle"])].reset_index(drop=True),
-                folder=str(folder), commands=commands)
 
 
 def _verdicts_at(summary: pd.DataFrame, strength: float, model: str, baselines: Sequence[str]) -> pd.Series:

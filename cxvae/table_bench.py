@@ -36,8 +36,8 @@ from .frames import column_names, read_rdataset, split_by_group, split_within_gr
 from .tabular import GroupModel, fit
 
 __all__ = ["TableSpec", "DATASETS", "CLASSICAL", "SPLIT_KINDS", "load_table", "split_table", "run_repeated",
-           "interval_coverage", "coverage_by_table", "paired_differences", "best_against_best", "load_repeated", "run_benchmark", "run_into", "resume_rows", "summarise",
-           "write_results", "load_or_run"]
+           "interval_coverage", "coverage_by_table", "paired_differences", "best_against_best", "run_benchmark", "run_into", "resume_rows", "summarise",
+           "write_results"]
 
 
 @dataclass(frozen=True)
@@ -245,34 +245,6 @@ def write_results(runs: pd.DataFrame, out, config: dict) -> Path:
     return out
 
 
-def load_or_run(recompute: bool = False, smoke: bool = True, seeds: Sequence[int] = (0,),
-                results_root="../results", scratch_root=None) -> dict:
-    """What chapter 9 calls: the committed benchmark (``results_root/tabular_benchmark``, made by
-    the ``command`` in its ``config.json``) or, with ``recompute``, a fresh one in the scratch
-    folder (``$CXVAE_SCRATCH`` or ``../runs``): at smoke scale two small tables, two presets and
-    5 epochs; otherwise every table and the default presets at 100 epochs. Returns ``runs``,
-    ``summary`` (:func:`summarise`) and ``config``."""
-    import os
-
-    if recompute:
-        folder = Path(scratch_root or os.environ.get("CXVAE_SCRATCH", "../runs")) / \
-            f"tabular_benchmark-{'smoke' if smoke else 'full'}"
-        tables = ["orthodont", "sleepstudy"] if smoke else list(DATASETS)
-        presets = ["gvae", "cxvae"] if smoke else ["ml-vae", "ml-vae-corrected", "gvae", "gvae-ad", "cxvae"]
-        run_into(folder, tables, presets, list(seeds), epochs=5 if smoke else 100, log=lambda s: None,
-                 command=f"cxvae.table_bench.run_into({str(folder)!r}, {tables}, {presets}, {list(seeds)})")
-    else:
-        folder = Path(results_root) / "tabular_benchmark"
-    runs = pd.read_csv(folder / "runs.csv")
-    config = json.loads((folder / "config.json").read_text())
-    order = {m: i for i, m in enumerate(["MixedLM", *PRESETS])}  # the presets in the library's order
-    tables = {t: i for i, t in enumerate(config["tables"])}
-    runs = runs.sort_values(["table", "model"], key=lambda c: c.map(tables if c.name == "table" else order),
-                            kind="stable").reset_index(drop=True)
-    return dict(runs=runs, summary=summarise(runs), config=config, folder=str(folder))
-
-
-
 # ---------------------------------------------------------------------------------------------
 # Repeated splits: every model at its defaults, the classical models beside the presets, and
 # paired differences over splits
@@ -448,26 +420,3 @@ def coverage_by_table(runs: pd.DataFrame) -> pd.DataFrame:
     if len(have):
         out["n_splits"] = have.groupby(["table", "split", "model"], sort=False).size()
     return out
-
-
-def load_repeated(recompute: bool = False, smoke: bool = True, results_root="../results", scratch_root=None) -> dict:
-    """What chapter 9 calls for the repeated splits: the committed folder
-    (``results_root/table_splits``, made by the commands in its ``config.json``) or, with
-    ``recompute``, a fresh one in the scratch folder (``$CXVAE_SCRATCH`` or ``../runs``): at
-    smoke scale Orthodont, 2 splits, the two linear mixed models and the CxVAE preset; otherwise
-    every table, 10 splits, the three classical models and the CxVAE preset. Returns ``runs``, ``config`` and ``folder``."""
-    import os
-
-    if recompute:
-        folder = Path(scratch_root or os.environ.get("CXVAE_SCRATCH", "../runs")) / \
-            f"table_splits-{'smoke' if smoke else 'full'}"
-        tables, models = (["orthodont"], ["MixedLM", "GPBoost-LMM", "cxvae"]) if smoke else \
-            (list(DATASETS), [*CLASSICAL, "cxvae"])
-        seeds = [0, 1] if smoke else list(range(10))
-        run_repeated(folder, tables, models, seeds, progress=False,
-                     command=f"cxvae.table_bench.run_repeated({str(folder)!r}, {tables}, {models}, {seeds})")
-    else:
-        folder = Path(results_root) / "table_splits"
-    runs = pd.read_csv(folder / "runs.csv")
-    config = json.loads((folder / "config.json").read_text())
-    return dict(runs=runs, config=config, folder=str(folder))

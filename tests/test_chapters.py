@@ -46,6 +46,24 @@ def test_chapter_cells_are_short(chapter):
         assert len(lines) <= 18, f"a {len(lines)}-line cell in {chapter.name}:\n{cell[:300]}"
 
 
+def test_the_results_paths_are_defined_once_in_cxvae_chapters(monkeypatch):
+    """cxvae.chapters holds the committed results folder seen from book/ and the scratch folder
+    ($CXVAE_SCRATCH, else ../runs; an explicit scratch_root first), and every load-or-recompute
+    helper reads RESULTS by default."""
+    import inspect
+
+    from cxvae import chapters
+
+    monkeypatch.delenv("CXVAE_SCRATCH", raising=False)
+    assert chapters.RESULTS == "../results" and chapters.scratch_folder() == Path("../runs")
+    monkeypatch.setenv("CXVAE_SCRATCH", "/somewhere")
+    assert chapters.scratch_folder() == Path("/somewhere") and chapters.scratch_folder("here") == Path("here")
+    helpers = [getattr(chapters, n) for n in chapters.__all__ if n.startswith("load_")]
+    assert len(helpers) == 10
+    for helper in helpers:
+        assert inspect.signature(helper).parameters["results_root"].default == chapters.RESULTS, helper.__name__
+
+
 SCRATCH = ROOT / "runs" / "ci-smoke"
 
 

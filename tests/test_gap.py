@@ -177,10 +177,10 @@ def test_against_goal_reads_ratios_and_nats_from_a_known_summary():
 def test_the_preset_study_recomputes_at_smoke_scale(tmp_path):
     """load_or_run_preset(recompute=True) sweeps the new preset and CxVAE on the same seeds and
     data, with the oracle row; the new preset's holdout NLL is its mirror-mixture bound."""
-    from cxvae import gap
+    from cxvae import chapters, gap
     from cxvae.runner import summarise
 
-    got = gap.load_or_run_preset(recompute=True, smoke=True, seeds="0", scratch_root=str(tmp_path))
+    got = chapters.load_or_run_preset(recompute=True, smoke=True, seeds="0", scratch_root=str(tmp_path))
     assert set(got["runs"].preset) == {gap.PRESET, "cxvae"} and len(got["oracle"]) == 1
     table = gap.against_goal(summarise(got["runs"], got["oracle"]))
     assert len(table) == 3 and table["n_seeds"].eq(1).all()
@@ -189,9 +189,9 @@ def test_the_preset_study_recomputes_at_smoke_scale(tmp_path):
 def test_the_real_table_budget_recomputes_at_smoke_scale(tmp_path):
     """load_or_run_table_long(recompute=True): Orthodont, CxVAE seed 0, at 5 and 20 epochs, each
     row's difference CxVAE minus MixedLM (the same MixedLM fit for both budgets)."""
-    from cxvae import gap
+    from cxvae import chapters
 
-    table = gap.load_or_run_table_long(recompute=True, smoke=True, scratch_root=str(tmp_path))["table"]
+    table = chapters.load_or_run_table_long(recompute=True, smoke=True, scratch_root=str(tmp_path))["table"]
     assert list(table.index.get_level_values("epochs").unique()) == [5, 20]
     assert set(table.index.get_level_values("split")) == {"within", "new"}
     np.testing.assert_allclose(table["difference"], table["cxvae"] - table["MixedLM"])
@@ -224,9 +224,9 @@ def test_refined_group_posteriors_move_towards_the_exact_posterior(tiny_model):
 def test_the_amortisation_table_recomputes_at_smoke_scale(tmp_path):
     """load_or_amortise(recompute=True): one smoke CxVAE, scored as it is and refined; the
     change is the refined row minus the model's, and the holdout NLL keeps the model's bound."""
-    from cxvae import gap
+    from cxvae import chapters, gap
 
-    got = gap.load_or_amortise(recompute=True, smoke=True, seeds="0", scratch_root=str(tmp_path))
+    got = chapters.load_or_amortise(recompute=True, smoke=True, seeds="0", scratch_root=str(tmp_path))
     rows = got["table"].set_index("step")
     assert list(rows.index) == list(gap.AMORTISATION_STEPS)
     assert got["change"].loc[0, "translation_mse"] == pytest.approx(

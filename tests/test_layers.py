@@ -19,7 +19,7 @@ LAYERS = {
     "inference and metrics": ["evaluation", "oracle", "predictive", "metrics", "summary", "bias"],
     "analysts' API": ["frames", "tabular", "estimator", "mixed", "classical"],
     "studies": ["store", "runner", "engine", "strength", "gap", "table_bench", "real_data", "bench"],
-    "book and CLI": ["report", "plots", "cli"],
+    "book and CLI": ["report", "plots", "chapters", "cli"],
 }
 LEVEL = {module: level for level, modules in enumerate(LAYERS.values()) for module in modules}
 

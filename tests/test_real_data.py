@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from cxvae import real_data
-from cxvae.real_data import FILES, load_or_run_real_data, read_real_data_study, run_real_data_study
+from cxvae.chapters import load_or_run_real_data
+from cxvae.real_data import FILES, read_real_data_study, run_real_data_study
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(scores=1, intake=1, soy=1, soy_1d=1)  # one epoch of every fit: the plumbing, not the numbers

@@ -75,14 +75,14 @@ def test_a_grid_valued_response_is_dequantised_once_for_every_model():
 
 
 def test_the_chapter_reads_the_committed_benchmark_in_the_librarys_order():
-    """load_or_run without recompute: the committed folder, MixedLM first and the presets in
+    """load_or_run_table_bench without recompute: the committed folder, MixedLM first and the presets in
     cxvae.config.PRESETS order, one summary row per (table, split)."""
     from pathlib import Path
 
     from cxvae.config import PRESETS
-    from cxvae.table_bench import load_or_run
+    from cxvae.chapters import load_or_run_table_bench
 
-    bench = load_or_run(results_root=Path(__file__).resolve().parents[1] / "results")
+    bench = load_or_run_table_bench(results_root=Path(__file__).resolve().parents[1] / "results")
     models = list(dict.fromkeys(bench["runs"].model))
     assert models[0] == "MixedLM" and models[1:] == [p for p in PRESETS if p in models[1:]]
     assert not bench["summary"].index.duplicated().any()
