@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -293,9 +294,19 @@ def _fit_classical(name: str, train: pd.DataFrame, spec: TableSpec, covariates: 
 def _fit_model(name: str, train: pd.DataFrame, spec: TableSpec, covariates: list, seed: int):
     if name in CLASSICAL:
         return _fit_classical(name, train, spec, covariates)
-    # the preset at its defaults (step budget and early stopping: cxvae.tabular.fit)
-    return fit(train, spec.group, spec.response, covariates=covariates, preset=name, seed=seed, dequantise=False,
-               progress=False)
+    # the preset at its defaults (step budget and early stopping: cxvae.tabular.fit); a budget that
+    # runs out is recorded in the row (converged), not printed
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="training used its whole budget")
+        return fit(train, spec.group, spec.response, covariates=covariates, preset=name, seed=seed,
+                   dequantise=False, progress=False)
+
+
+def _training(model) -> dict:
+    """A preset's training in the row: ``steps`` taken and ``converged`` (early stopping ended it,
+    not the budget); empty for a classical model."""
+    training = getattr(model, "training", None) or {}
+    return dict(steps=training.get("steps"), converged=training.get("converged"))
 
 
 COVERAGE_LEVELS = (0.5, 0.8, 0.95)
@@ -343,7 +354,8 @@ def run_repeated(out, tables: Sequence[str], models: Sequence[str], split_seeds:
     Rows: ``table, split, split_seed, model, rows, groups, holdout_rows, covariate, nll`` (mean
     over held-out rows, nats), ``nll_median_row`` (the median row's, so that a few outlying rows
     are visible), ``seconds`` (fit time), ``fit_warnings`` (how many warnings a classical fit gave,
-    e.g. statsmodels' convergence warnings), ``coverage_50/80/95`` (:func:`interval_coverage`;
+    e.g. statsmodels' convergence warnings), a preset's ``steps`` and ``converged`` (False: the
+    step budget ran out while the validation bound still improved), ``coverage_50/80/95`` (:func:`interval_coverage`;
     rows written before it was recorded have none) and ``error`` (why a model could not be
     fitted: its NLL is then NaN, and the paired differences leave that split out). Returns every
     row of the folder.
@@ -390,7 +402,7 @@ def run_repeated(out, tables: Sequence[str], models: Sequence[str], split_seeds:
         log_p = model.log_density(hold)
         append_row(path, dict(row, nll=float(-log_p.mean()), nll_median_row=float(-log_p.median()), seconds=seconds,
                               fit_warnings=len(getattr(model, "fit_warnings", [])), error="",
-                              **interval_coverage(model, hold, spec.response)))
+                              **_training(model), **interval_coverage(model, hold, spec.response)))
     return pd.read_csv(path)
 
 

@@ -137,6 +137,7 @@ def test_a_presets_row_records_its_calibrated_coverage(tmp_path):
     runs = run_repeated(tmp_path / "splits", ["sleepstudy"], ["gvae"], [0], kinds=["within"], progress=False)
     row = runs.iloc[0]
     assert row.model == "gvae" and np.isfinite(row.nll)
+    assert row.steps > 0 and row.converged in (True, False)
     assert 0 <= row.coverage_50 <= row.coverage_80 <= row.coverage_95 <= 1
 
 
