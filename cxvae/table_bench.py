@@ -453,12 +453,11 @@ def coverage_by_table(runs: pd.DataFrame) -> pd.DataFrame:
     """The mean over splits of each coverage column of :func:`run_repeated`'s rows, per (table,
     split kind, model), with ``n_splits`` (the splits that recorded it); rows without coverage
     (written before it was recorded, or a model that could not be fitted) are left out."""
-    cols = [f"coverage_{round(100 * a)}" for a in COVERAGE_LEVELS]
-    have = runs.dropna(subset=[c for c in cols if c in runs.columns]) if set(cols) <= set(runs.columns) else runs.iloc[:0]
-    out = have.groupby(["table", "split", "model"], sort=False)[cols].mean() if len(have) else \
-        pd.DataFrame(columns=cols)
-    if len(have):
-        out["n_splits"] = have.groupby(["table", "split", "model"], sort=False).size()
+    cols, keys = [f"coverage_{round(100 * a)}" for a in COVERAGE_LEVELS], ["table", "split", "model"]
+    have = runs.dropna(subset=cols) if set(cols) <= set(runs.columns) else \
+        pd.DataFrame(columns=[*keys, *cols], dtype=float)
+    out = have.groupby(keys, sort=False)[cols].mean()
+    out["n_splits"] = have.groupby(keys, sort=False).size()
     return out
 
 

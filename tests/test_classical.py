@@ -149,3 +149,12 @@ def test_coverage_by_table_averages_over_the_splits_that_recorded_it():
             for s, c in [(0, 0.4), (1, 0.6), (2, np.nan)]]
     out = coverage_by_table(pd.DataFrame(rows)).loc[("t", "new", "m")]
     assert out.coverage_95 == pytest.approx(0.5) and out.n_splits == 2
+
+
+def test_coverage_by_table_of_a_folder_without_coverage_is_empty_but_indexed():
+    """Rows written before coverage was recorded: an empty table that still has the (table,
+    split, model) index, so a chapter can select on it."""
+    from cxvae.table_bench import coverage_by_table
+
+    out = coverage_by_table(pd.DataFrame(dict(table=["t"], split=["new"], split_seed=[0], model=["m"], nll=[1.0])))
+    assert out.empty and out.index.names == ["table", "split", "model"]
