@@ -158,3 +158,13 @@ def test_coverage_by_table_of_a_folder_without_coverage_is_empty_but_indexed():
 
     out = coverage_by_table(pd.DataFrame(dict(table=["t"], split=["new"], split_seed=[0], model=["m"], nll=[1.0])))
     assert out.empty and out.index.names == ["table", "split", "model"]
+
+
+def test_paired_differences_leave_out_a_table_the_model_was_not_run_on():
+    """A model fitted on one table only: no row (and no 0-split interval) for the other."""
+    from cxvae.table_bench import paired_differences
+
+    rows = [dict(table=t, split="within", split_seed=s, model=m, nll=1.0 + s, nll_median_row=1.0)
+            for t in ("a", "b") for s in range(3) for m in ("base", "other") if not (t == "b" and m == "other")]
+    out = paired_differences(pd.DataFrame(rows), "other", ["base"])
+    assert list(out.table) == ["a"] and out.n_splits.tolist() == [3]
