@@ -137,6 +137,7 @@ def test_a_presets_row_records_its_calibrated_coverage(tmp_path):
     runs = run_repeated(tmp_path / "splits", ["sleepstudy"], ["gvae"], [0], kinds=["within"], progress=False)
     row = runs.iloc[0]
     assert row.model == "gvae" and np.isfinite(row.nll)
+    assert row.steps > 0 and row.converged in (True, False)
     assert 0 <= row.coverage_50 <= row.coverage_80 <= row.coverage_95 <= 1
 
 
@@ -148,3 +149,22 @@ def test_coverage_by_table_averages_over_the_splits_that_recorded_it():
             for s, c in [(0, 0.4), (1, 0.6), (2, np.nan)]]
     out = coverage_by_table(pd.DataFrame(rows)).loc[("t", "new", "m")]
     assert out.coverage_95 == pytest.approx(0.5) and out.n_splits == 2
+
+
+def test_coverage_by_table_of_a_folder_without_coverage_is_empty_but_indexed():
+    """Rows written before coverage was recorded: an empty table that still has the (table,
+    split, model) index, so a chapter can select on it."""
+    from cxvae.table_bench import coverage_by_table
+
+    out = coverage_by_table(pd.DataFrame(dict(table=["t"], split=["new"], split_seed=[0], model=["m"], nll=[1.0])))
+    assert out.empty and out.index.names == ["table", "split", "model"]
+
+
+def test_paired_differences_leave_out_a_table_the_model_was_not_run_on():
+    """A model fitted on one table only: no row (and no 0-split interval) for the other."""
+    from cxvae.table_bench import paired_differences
+
+    rows = [dict(table=t, split="within", split_seed=s, model=m, nll=1.0 + s, nll_median_row=1.0)
+            for t in ("a", "b") for s in range(3) for m in ("base", "other") if not (t == "b" and m == "other")]
+    out = paired_differences(pd.DataFrame(rows), "other", ["base"])
+    assert list(out.table) == ["a"] and out.n_splits.tolist() == [3]
