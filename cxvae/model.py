@@ -94,7 +94,8 @@ def sample_normal(mean: torch.Tensor, var: torch.Tensor, mask: Optional[torch.Te
                   eps: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Reparameterised sample ``mean + sqrt(var) * eps``.
 
-    ``eps`` (same shape as ``mean``) is the standard-normal noise; if None it is drawn from the
+    ``eps`` (the shape of ``mean``, or with leading sample dimensions that broadcast against it,
+    ``(S, *mean.shape)``) is the standard-normal noise; if None it is drawn from the
     global RNG, and with ``mask (B, K)`` (per-observation codes ``(B, K, d)``) only at the observed
     positions (:func:`observed_noise`).
     """

@@ -16,7 +16,7 @@ import torch
 
 from .config import require_int
 from .data import DataError, GroupedData
-from .model import GroupVAE, gaussian_log_prob
+from .model import GroupVAE, gaussian_log_prob, sample_normal
 
 __all__ = ["predictive_log_density", "predictive_moments"]
 
@@ -63,10 +63,10 @@ def predictive_log_density(model: GroupVAE, context: GroupedData, query: Grouped
         u_mean, u_var = model.group_encoder(ctx.x, ctx.mask)  # q(u | x_i), (N, u_dim)
         per_u = []
         for _ in range(n_u):
-            u = u_mean + u_var.sqrt() * torch.randn_like(u_mean)  # one u_s per group
+            u = sample_normal(u_mean, u_var)  # one u_s per group
             v_mean, v_var = model.instance_encoder(qry.x, u)  # (N, K*, v_dim)
             values, covariates = model.split_covariates(qry.x.expand(n_v, *qry.x.shape).flatten(0, 1))  # (T N, K*, .)
-            v = v_mean + v_var.sqrt() * torch.randn(n_v, *v_mean.shape, dtype=v_mean.dtype, device=device)
+            v = sample_normal(v_mean, v_var, eps=torch.randn(n_v, *v_mean.shape, dtype=v_mean.dtype, device=device))
             x_mean, x_var = model.decode(u.repeat(n_v, 1), v.reshape(-1, *v.shape[2:]), covariates)
             log_w = (gaussian_log_prob(values, x_mean, x_var).view(n_v, *qry.mask.shape)
                      + gaussian_log_prob(v, torch.zeros_like(v), torch.ones_like(v))  # log p(v)
@@ -105,7 +105,7 @@ def predictive_moments(model: GroupVAE, u_mean: torch.Tensor, u_var: torch.Tenso
         torch.manual_seed(seed)
         for start in range(0, len(u_mean), chunk):
             m, s = u_mean[start:start + chunk].to(device), u_var[start:start + chunk].to(device)
-            u = m + s.sqrt() * torch.randn(n_samples, *m.shape, dtype=m.dtype, device=device)  # (S, R, u_dim)
+            u = sample_normal(m, s, eps=torch.randn(n_samples, *m.shape, dtype=m.dtype, device=device))  # (S, R, u_dim)
             v = torch.randn(n_samples * len(m), 1, model.cfg.v_dim, dtype=m.dtype, device=device)
             c = None if covariates is None else \
                 covariates[start:start + chunk].to(device)[None, :, None, :].expand(n_samples, -1, 1, -1).flatten(0, 1)
