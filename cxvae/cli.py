@@ -272,8 +272,11 @@ def _cmd_table_splits(args) -> int:
     runs = run_repeated(args.out, tables, models, parse_seeds(args.splits), [k.strip() for k in args.kinds.split(",")],
                         command=command, progress=not args.quiet)
     presets = [m for m in dict.fromkeys(runs.model) if m not in CLASSICAL]
-    if presets:
-        print(best_against_best(runs, presets).round(4).to_string(index=False))
+    compared = best_against_best(runs, presets) if presets else None
+    if compared is None or compared.empty:
+        print(f"{args.out}: no table has both a preset and a classical model yet, so there is nothing to compare")
+    else:
+        print(compared.round(4).to_string(index=False))
     return 0
 
 

@@ -222,7 +222,11 @@ def split_within_groups(df: pd.DataFrame, group: str, *, holdout: float = 0.2, m
 def split_by_group(df: pd.DataFrame, group: str, *, holdout: float = 0.2,
                    seed: int = 0) -> Tuple[pd.DataFrame, pd.DataFrame]:
     """Hold out whole groups: ``round(holdout * N)`` random groups (at least one, and at least one
-    left for training) go to the holdout table."""
+    left for training) go to the holdout table.
+
+    Not scikit-learn's ``GroupShuffleSplit``: it rounds the held-out share up and draws from its
+    own generator, so it would change every split of the committed benchmarks
+    (``results/table_splits``, ``results/tabular_benchmark``)."""
     rng = _rng_split(df, group, holdout, seed)
     labels = pd.unique(df[group])
     if len(labels) < 2:

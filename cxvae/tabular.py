@@ -979,25 +979,31 @@ def group_structure(model: GroupModel, df: pd.DataFrame, labels: pd.DataFrame) -
 def nearest_centroid_accuracy(codes, labels) -> float:
     """Leave-one-out nearest-class-mean accuracy of predicting ``labels`` from ``codes (n, d)``.
 
-    Each row is assigned to the class whose mean code (computed without that row, on codes
-    standardised to unit variance) is nearest. A code that carries no information about the
-    labels scores about ``1 / n_classes``; one that separates them, 1.
+    For each row, the codes of the *other* rows are standardised to unit variance (a constant
+    feature is left unscaled) and the row is assigned to the class whose mean standardised code is
+    nearest, the first class in sorted order on a tie: the held-out row enters neither the class
+    means nor the scaling. A row whose class has no other member is counted wrong. A code that
+    carries no information about the labels scores about ``1 / n_classes``; one that separates
+    them, 1. This is scikit-learn's ``StandardScaler`` + ``NearestCentroid`` under ``LeaveOneOut``
+    (the test checks it against them), written out because ``NearestCentroid`` refuses codes
+    with no spread within classes, such as a collapsed group code, the case this probe must score.
     """
     z, labels = np.atleast_1d(np.asarray(codes, dtype=float)), np.asarray(labels)
     if len(labels) == 0 or len(z) != len(labels):  # not a reshape error, nor a division by zero rows
         raise DataError(f"need one code (row of codes) per label; got {len(z)} codes and {len(labels)} labels")
     z = z.reshape(len(labels), -1)
-    z = (z - z.mean(0)) / np.where(z.std(0) > 0, z.std(0), 1.0)
     classes = np.unique(labels)
     onehot = labels[:, None] == classes[None, :]  # (n, C)
-    sums, counts = onehot.T.astype(float) @ z, onehot.sum(0).astype(float)  # (C, d), (C,)
     correct = 0
     for r in range(len(z)):
-        s, c = sums.copy(), counts.copy()
-        s[onehot[r]] -= z[r]
-        c[onehot[r]] -= 1
+        others = np.arange(len(z)) != r
+        mean, std = z[others].mean(0), z[others].std(0)
+        scaled = (z - mean) / np.where(std > 0, std, 1.0)
+        members = onehot[others]  # (n - 1, C)
+        counts = members.sum(0)
         with np.errstate(invalid="ignore", divide="ignore"):
-            dist = (((s / c[:, None]) - z[r]) ** 2).sum(1)
-        dist[c == 0] = np.inf
+            centroids = (members.T.astype(float) @ scaled[others]) / counts[:, None]  # (C, d)
+            dist = ((centroids - scaled[r]) ** 2).sum(1)
+        dist[counts == 0] = np.inf
         correct += classes[np.argmin(dist)] == labels[r]
     return correct / len(z)

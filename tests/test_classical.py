@@ -74,9 +74,10 @@ def test_bad_input_is_one_clear_line():
         fit_gpboost(df[df.g == "0"], "y", "g", ["t"])
 
 
-def test_repeated_splits_resume_and_pair_by_split(tmp_path):
+def test_repeated_splits_resume_and_pair_by_split(tmp_path, capsys):
     """cxvae table-splits on one table, two classical models, two splits: one row per (split kind,
-    split seed, model) with the mean and median row NLL; a second run fits nothing; the paired
+    split seed, model) with the mean and median row NLL, and a line (not an empty table) saying that
+    without a preset there is nothing to compare; a second run fits nothing; the paired
     difference is the mean over splits of the per-split differences."""
     from cxvae.cli import main
     from cxvae.table_bench import paired_differences, run_repeated
@@ -84,6 +85,7 @@ def test_repeated_splits_resume_and_pair_by_split(tmp_path):
     out = tmp_path / "splits"
     assert main(["table-splits", "--tables", "orthodont", "--models", "MixedLM,GPBoost-LMM", "--splits", "0-1",
                  "--out", str(out), "--quiet"]) == 0
+    assert capsys.readouterr().out.strip().endswith("nothing to compare")
     runs = pd.read_csv(out / "runs.csv")
     assert len(runs) == 2 * 2 * 2 and set(runs.split) == {"within", "new"} and runs.covariate.all()
     assert (runs.nll_median_row.notna() & runs.nll.notna()).all()

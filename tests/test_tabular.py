@@ -231,6 +231,34 @@ def test_nearest_centroid_accuracy_known_answers():
     assert abs(np.mean(noise) - 1 / 3) < 0.08, "no information scores about chance"
 
 
+def test_nearest_centroid_accuracy_equals_scikit_learns_leave_one_out_pipeline():
+    """Independent computation: StandardScaler + NearestCentroid refitted without each row
+    (LeaveOneOut), so the held-out row enters neither the scaling nor the class means; on
+    codes with spread in every class, where scikit-learn accepts them. Accuracies are counts over
+    n rows, so the two agree exactly."""
+    from sklearn.model_selection import LeaveOneOut, cross_val_score
+    from sklearn.neighbors import NearestCentroid
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(1)
+    for n, d, n_classes in [(30, 1, 2), (48, 2, 3), (60, 3, 4)]:
+        labels = rng.integers(0, n_classes, size=n).astype(str)
+        codes = rng.normal(size=(n, d)) * rng.uniform(0.1, 10, size=d) + 0.8 * (labels.astype(int)[:, None] == 0)
+        probe = make_pipeline(StandardScaler(), NearestCentroid())
+        expected = cross_val_score(probe, codes, labels, cv=LeaveOneOut()).mean()
+        assert nearest_centroid_accuracy(codes, labels) == pytest.approx(expected, abs=1e-12)
+
+
+def test_nearest_centroid_accuracy_of_a_collapsed_code_is_the_first_class_share():
+    """A constant code (a collapsed group code, which scikit-learn's NearestCentroid refuses)
+    ties every class, so each row is given the first class in sorted order: the accuracy is that
+    class's share of rows."""
+    labels = np.array(["F"] * 24 + ["P"] * 24)
+    assert nearest_centroid_accuracy(np.zeros((48, 2)), labels) == 0.5
+    assert nearest_centroid_accuracy(np.zeros(48), np.repeat([1988, 1989, 1990], 16)) == pytest.approx(1 / 3)
+
+
 def test_adjusted_scores_and_diagnostics():
     """Adjusting into a group's own code reproduces its translation into itself; the information
     diagnostics are non-negative; the noise level is in the table's units."""
