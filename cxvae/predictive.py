@@ -58,22 +58,29 @@ def predictive_log_density(model: GroupVAE, context: GroupedData, query: Grouped
                             + f"; {name} has x_dim={d.x_dim}")
     device = next(model.parameters()).device
     ctx, qry = context.to(device), query.to(device)
+    # only the observed query positions are decoded (a padded (N, K*) layout can hold 10x more
+    # slots than rows); the noise is still drawn in that layout, so the draws are those of decoding every slot
+    group, _ = qry.mask.nonzero(as_tuple=True)  # (R,) the group of each query row, row-major
+    rows = qry.x[qry.mask][:, None, :]  # (R, 1, d): each row on its own
+    values, covariates = model.split_covariates(rows.expand(n_v, *rows.shape).flatten(0, 1))  # (T R, 1, .)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         u_mean, u_var = model.group_encoder(ctx.x, ctx.mask)  # q(u | x_i), (N, u_dim)
         per_u = []
         for _ in range(n_u):
-            u = sample_normal(u_mean, u_var)  # one u_s per group
-            v_mean, v_var = model.instance_encoder(qry.x, u)  # (N, K*, v_dim)
-            values, covariates = model.split_covariates(qry.x.expand(n_v, *qry.x.shape).flatten(0, 1))  # (T N, K*, .)
-            v = sample_normal(v_mean, v_var, eps=torch.randn(n_v, *v_mean.shape, dtype=v_mean.dtype, device=device))
-            x_mean, x_var = model.decode(u.repeat(n_v, 1), v.reshape(-1, *v.shape[2:]), covariates)
-            log_w = (gaussian_log_prob(values, x_mean, x_var).view(n_v, *qry.mask.shape)
-                     + gaussian_log_prob(v, torch.zeros_like(v), torch.ones_like(v))  # log p(v)
-                     - gaussian_log_prob(v, v_mean, v_var))  # - log q(v | x*, u)
-            per_u.append(torch.logsumexp(log_w, dim=0) - math.log(n_v))  # log p^(x* | u_s)
+            u = sample_normal(u_mean, u_var)[group]  # one u_s per group, (R, u_dim)
+            v_mean, v_var = model.instance_encoder(rows, u)  # (R, 1, v_dim)
+            eps = torch.randn(n_v, *qry.mask.shape, v_mean.shape[-1], dtype=v_mean.dtype, device=device)
+            v = sample_normal(v_mean, v_var, eps=eps[:, qry.mask][:, :, None, :])  # (T, R, 1, v_dim)
+            x_mean, x_var = model.decode(u.repeat(n_v, 1), v.flatten(0, 1), covariates)
+            log_w = (gaussian_log_prob(values, x_mean, x_var).view(n_v, -1)
+                     + gaussian_log_prob(v, torch.zeros_like(v), torch.ones_like(v)).view(n_v, -1)  # log p(v)
+                     - gaussian_log_prob(v, v_mean, v_var).view(n_v, -1))  # - log q(v | x*, u)
+            per_u.append(torch.logsumexp(log_w, dim=0) - math.log(n_v))  # log p^(x* | u_s), (R,)
         log_p = torch.logsumexp(torch.stack(per_u), dim=0) - math.log(n_u)
-    return (log_p * qry.mask).cpu()
+    out = torch.zeros(qry.mask.shape, dtype=log_p.dtype, device=device)
+    out[qry.mask] = log_p
+    return out.cpu()
 
 
 @torch.no_grad()
