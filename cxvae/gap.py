@@ -71,7 +71,7 @@ def decompose_study(study, out, preset: str = "cxvae", seeds=None, progress: boo
     with the mirror-image proposal (:func:`cxvae.evaluation.reflected_nll`; the same as ``holdout_nll`` for the
     steps that keep the model's inference, the exact NLL for the oracle). Appends one row per
     (seed, step) to ``out/decomposition.csv`` as each seed finishes (a rerun skips the seeds
-    there) and writes ``out/config.json`` with the command's settings and provenance.
+    there, and a seed that another process wrote meanwhile is not written again) and writes ``out/config.json`` with the command's settings and provenance.
     Returns the table.
     """
     from pathlib import Path
@@ -80,7 +80,7 @@ def decompose_study(study, out, preset: str = "cxvae", seeds=None, progress: boo
 
     from .metrics import evaluate_many
     from .runner import probe_config, provenance
-    from .store import MODELS, append_row, kept_seeds, make_folder, write_json
+    from .store import MODELS, append_rows_once, kept_seeds, make_folder, write_json
 
     study, out = Path(study), make_folder(out)
     kept = kept_seeds(study, preset)
@@ -97,9 +97,8 @@ def decompose_study(study, out, preset: str = "cxvae", seeds=None, progress: boo
         scorers = [PluginScorer(model, oracle, n_samples=cfg.eval.iwae_samples, **kw) for kw in STEPS.values()]
         scores = evaluate_many(scorers, splits["train"], splits["holdout"], probe=probe_config(cfg))
         reflected = reflected_nll(model, splits["holdout"], n_samples=cfg.eval.iwae_samples)
-        for step, row in zip(STEPS, scores):
-            nll_r = row["holdout_nll"] if step == "oracle" else reflected
-            append_row(table_path, dict(preset=preset, seed=seed, step=step, **row, holdout_nll_reflected=nll_r))
+        append_rows_once(table_path, [dict(preset=preset, seed=seed, step=step, **row, holdout_nll_reflected=(
+            row["holdout_nll"] if step == "oracle" else reflected)) for step, row in zip(STEPS, scores)], ("preset", "seed"))
     return pd.read_csv(table_path)
 
 
@@ -112,7 +111,8 @@ def amortisation_study(study, out, preset: str = "cxvae", seeds=(0,), refine=Non
     model scored as it is and with every group's ``q(u | x)`` refined on its own ELBO
     (:func:`cxvae.evaluation.refine_group_posterior` with ``refine``, default :data:`REFINE`; the probes' training
     groups are refined too), on the study's splits and probes. Appends one row per (seed, step of
-    :data:`AMORTISATION_STEPS`) to ``out/amortisation.csv`` (a rerun skips the seeds there).
+    :data:`AMORTISATION_STEPS`) to ``out/amortisation.csv`` (a rerun skips the seeds there, and
+    a seed that another process wrote meanwhile is not written again).
     Returns the table."""
     from pathlib import Path
 
@@ -120,7 +120,7 @@ def amortisation_study(study, out, preset: str = "cxvae", seeds=(0,), refine=Non
 
     from .metrics import evaluate_many
     from .runner import probe_config
-    from .store import append_row
+    from .store import append_rows_once
 
     study, out, refine = Path(study), Path(out), dict(REFINE if refine is None else refine)
     out.mkdir(parents=True, exist_ok=True)
@@ -130,9 +130,9 @@ def amortisation_study(study, out, preset: str = "cxvae", seeds=(0,), refine=Non
     for seed, model, cfg, splits, oracle in _kept_models(study, preset, pending, f"amortisation {preset}", progress):
         scorers = [PluginScorer(model, oracle, n_samples=cfg.eval.iwae_samples, refine=dict(refine, seed=seed), **kw)
                    for kw in AMORTISATION_STEPS.values()]
-        for step, row in zip(AMORTISATION_STEPS, evaluate_many(scorers, splits["train"], splits["holdout"],
-                                                               probe=probe_config(cfg))):
-            append_row(path, dict(preset=preset, seed=seed, step=step, **row, **refine))
+        scores = evaluate_many(scorers, splits["train"], splits["holdout"], probe=probe_config(cfg))
+        append_rows_once(path, [dict(preset=preset, seed=seed, step=step, **row, **refine)
+                                for step, row in zip(AMORTISATION_STEPS, scores)], ("preset", "seed"))
     return pd.read_csv(path)
 
 

@@ -51,7 +51,7 @@ from .metrics import METRICS
 
 __all__ = ["RUNS_CSV", "ORACLE_CSV", "CONFIG_JSON", "DAMAGED_CSV", "RUN_COLUMNS", "LATER_METRICS", "PROVENANCE", "DamagedRow",
            "RunsFile", "Health", "DamagedRowsSetAside", "inspect_runs", "read_runs", "finished", "read_oracle",
-           "read_config", "read_study", "read_table", "set_aside", "check", "save_run", "append_row", "write_csv",
+           "read_config", "read_study", "read_table", "set_aside", "check", "save_run", "append_row", "append_rows_once", "write_csv",
            "replace_csv", "write_table", "write_json", "replace_text", "make_folder", "locked", "fs_errors",
            "open_study", "record_config", "config_differences", "MODELS", "HISTORIES", "model_path", "history_path",
            "kept_seeds"]
@@ -180,6 +180,24 @@ def append_row(path, row: Dict) -> pd.DataFrame:
         table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)
         replace_csv(table, path)
     return table
+
+
+def append_rows_once(path, rows: Sequence[Dict], key: Sequence[str]) -> bool:
+    """Append ``rows`` (which share their values of the columns ``key``, e.g. one seed's steps)
+    to the CSV at ``path`` atomically and under a lock, unless the table already holds a row with
+    those values: another process sharing the folder wrote them first. Returns whether it wrote.
+    (A caller that checked for done rows before its long computation can then not write twice.)"""
+    path = Path(path)
+    values = {k: rows[0][k] for k in key}
+    if any(row[k] != v for row in rows for k, v in values.items()):
+        raise ValueError(f"append_rows_once: the rows must share their values of {list(key)}")
+    with locked(path):
+        table = pd.read_csv(path) if path.exists() else pd.DataFrame()
+        if len(table) and set(key) <= set(table.columns):
+            if (table[list(key)] == pd.Series(values)).all(axis=1).any():
+                return False
+        replace_csv(pd.concat([table, pd.DataFrame(list(rows))], ignore_index=True), path)
+    return True
 
 
 def read_table(path, columns: Sequence[str] = ("preset", "seed")) -> pd.DataFrame:

@@ -32,7 +32,7 @@ import pandas as pd
 from .config import ConfigError, PRESETS, require_int
 from .data import DataError
 from .mixed import MixedModel, fit_mixed
-from .store import append_row, write_csv, write_json
+from .store import append_row, append_rows_once, write_csv, write_json
 from .frames import column_names, read_rdataset, split_by_group, split_within_groups
 from .tabular import GroupModel, fit
 
@@ -304,6 +304,10 @@ def interval_coverage(model, hold: pd.DataFrame, response: str, levels: Sequence
     return {f"coverage_{round(100 * a)}": float((z <= stats.norm.ppf(0.5 + a / 2)).mean()) for a in levels}
 
 
+#: The columns that name one row of :func:`run_repeated`'s folder.
+ROW_KEY = ("table", "split", "split_seed", "model")
+
+
 def split_table(df: pd.DataFrame, spec: TableSpec, kind: str, split_seed: int):
     """The ``(train, holdout)`` of one repeated split: ``within`` holds out a fifth of every
     group's rows (groups of one or two rows stay whole in training), ``new`` a fifth of the groups."""
@@ -318,7 +322,8 @@ def run_repeated(out, tables: Sequence[str], models: Sequence[str], split_seeds:
                  kinds: Sequence[str] = SPLIT_KINDS, command: str = "", progress: bool = True) -> pd.DataFrame:
     """Held-out NLL of every model in ``models`` (names of :data:`CLASSICAL` and presets) on every
     table, split kind and split seed, into the folder ``out``, resumably (a row already in
-    ``out/runs.csv`` is not fitted again; each new row is appended as soon as it is scored).
+    ``out/runs.csv`` is not fitted again; each new row is appended as soon as it is scored, unless
+    another process sharing the folder wrote it meanwhile).
 
     Every model uses the table's covariate, in both split kinds, with a random slope for it in
     the classical models; a preset is fitted at its defaults with seed ``split_seed`` (one model
@@ -367,14 +372,14 @@ def run_repeated(out, tables: Sequence[str], models: Sequence[str], split_seeds:
         try:
             model = _fit_model(model_name, train, spec, covariates, seed)
         except DataError as err:  # e.g. MixedLM with a singular random-effects covariance: recorded, not hidden
-            append_row(path, dict(row, nll=np.nan, nll_median_row=np.nan, seconds=time.perf_counter() - start,
-                                  fit_warnings=0, error=str(err)))
+            append_rows_once(path, [dict(row, nll=np.nan, nll_median_row=np.nan, seconds=time.perf_counter() - start,
+                                         fit_warnings=0, error=str(err))], ROW_KEY)
             continue
         seconds = time.perf_counter() - start
         log_p = model.log_density(hold)
-        append_row(path, dict(row, nll=float(-log_p.mean()), nll_median_row=float(-log_p.median()), seconds=seconds,
-                              fit_warnings=len(getattr(model, "fit_warnings", [])), error="",
-                              **_training(model), **interval_coverage(model, hold, spec.response)))
+        append_rows_once(path, [dict(row, nll=float(-log_p.mean()), nll_median_row=float(-log_p.median()),
+                                     seconds=seconds, fit_warnings=len(getattr(model, "fit_warnings", [])), error="",
+                                     **_training(model), **interval_coverage(model, hold, spec.response))], ROW_KEY)
     return pd.read_csv(path)
 
 

@@ -179,3 +179,36 @@ def test_a_runs_files_lie_where_the_layout_says(tmp_path):
         store.model_path(tmp_path, preset, seed).touch()
     assert store.kept_seeds(tmp_path, "cxvae") == [2, 10]
     assert store.kept_seeds(tmp_path, "ml-vae") == []
+
+
+def test_rows_written_meanwhile_by_another_process_are_not_written_again(tmp_path):
+    """append_rows_once: one seed's rows go in together; the same (preset, seed) a second time
+    (another process that found the seed not done when it started) writes nothing; rows that do
+    not share the key are refused."""
+    path = tmp_path / "decomposition.csv"
+    rows = [dict(preset="cxvae", seed=3, step=step, nll=1.0) for step in ("model", "oracle")]
+    assert store.append_rows_once(path, rows, ("preset", "seed"))
+    assert not store.append_rows_once(path, [dict(r, nll=9.0) for r in rows], ("preset", "seed"))
+    assert store.append_rows_once(path, [dict(rows[0], seed=4)], ("preset", "seed"))
+    table = pd.read_csv(path)
+    assert table.seed.tolist() == [3, 3, 4] and table.nll.tolist() == [1.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="share"):
+        store.append_rows_once(path, [rows[0], dict(rows[0], seed=5)], ("preset", "seed"))
+
+
+def test_a_table_splits_row_written_meanwhile_is_not_written_twice(tmp_path, monkeypatch):
+    """Two table-splits runs into one folder: a row that the other run appended while this one
+    was fitting stays once (before, both appended it)."""
+    from cxvae import table_bench
+
+    out, real_fit = tmp_path / "splits", table_bench._fit_model
+
+    def fit_while_another_process_finishes_first(name, train, spec, covariates, seed):
+        model = real_fit(name, train, spec, covariates, seed)
+        store.append_rows_once(out / "runs.csv", [dict(table="orthodont", split="within", split_seed=seed,
+                                                       model=name, nll=-1.0)], table_bench.ROW_KEY)
+        return model
+
+    monkeypatch.setattr(table_bench, "_fit_model", fit_while_another_process_finishes_first)
+    runs = table_bench.run_repeated(out, ["orthodont"], ["MixedLM"], [0], ["within"], progress=False)
+    assert len(runs) == 1 and runs.nll.tolist() == [-1.0]
