@@ -34,10 +34,10 @@ from .data import DataError
 from .mixed import MixedModel, fit_mixed
 from .store import append_row, append_rows_once, write_csv, write_json
 from .frames import column_names, read_rdataset, split_by_group, split_within_groups
-from .tabular import GroupModel, fit
+from .tabular import GroupModel, fit, n_valid_groups
 
 __all__ = ["TableSpec", "DATASETS", "CLASSICAL", "SPLIT_KINDS", "load_table", "split_table", "run_repeated",
-           "interval_coverage", "coverage_by_table", "paired_differences", "best_against_best", "run_benchmark", "run_into", "resume_rows", "summarise",
+           "interval_coverage", "coverage_by_table", "preset_groups", "paired_differences", "best_against_best", "run_benchmark", "run_into", "resume_rows", "summarise",
            "write_results"]
 
 
@@ -316,6 +316,17 @@ def split_table(df: pd.DataFrame, spec: TableSpec, kind: str, split_seed: int):
     if kind == "new":
         return split_by_group(df, spec.group, holdout=0.2, seed=split_seed)
     raise ConfigError(f"unknown split kind {kind!r}; choose from {SPLIT_KINDS}")
+
+
+def preset_groups(name: str, kind: str, split_seed: int = 0) -> dict:
+    """How a preset at ``fit``'s defaults uses the groups of one split of the table ``name``:
+    ``groups`` (in the training table), ``valid`` (held out of those for early stopping and
+    calibration, :func:`cxvae.tabular.n_valid_groups`) and ``train`` (the rest, which the model
+    learns from)."""
+    train, _ = split_table(load_table(name), DATASETS[name], kind, split_seed)
+    groups = int(train[DATASETS[name].group].nunique())
+    valid = n_valid_groups(groups)
+    return dict(groups=groups, valid=valid, train=groups - valid)
 
 
 def run_repeated(out, tables: Sequence[str], models: Sequence[str], split_seeds: Sequence[int] = tuple(range(10)),

@@ -740,7 +740,7 @@ def _check_scale(df: pd.DataFrame, columns: Sequence[str], kind: str = "value") 
             typical = dev.mean()
         if not np.isfinite(dev).all() or not np.isfinite(typical) or dev.max() > MAX_SPREAD_RATIO * typical:
             worst = df.index[int(np.argmax(np.where(np.isfinite(dev), dev, np.inf)))]
-            raise DataError(f"{kind} column {c!r} has an absurd scale: row {worst!r} holds {df[c].loc[worst]!r}, "
+            raise DataError(f"{kind} column {c!r} has an absurd scale: row {worst!r} holds {float(df[c].loc[worst]):g}, "
                             f"more than {MAX_SPREAD_RATIO:.0e} typical deviations from the median {med:.4g}; fix or "
                             "drop the value, or transform the column (e.g. a log)")
 

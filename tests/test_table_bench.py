@@ -105,3 +105,13 @@ def test_the_chapter_reads_the_committed_benchmark_in_the_librarys_order():
     models = list(dict.fromkeys(bench["runs"].model))
     assert models[0] == "MixedLM" and models[1:] == [p for p in PRESETS if p in models[1:]]
     assert not bench["summary"].index.duplicated().any()
+
+
+def test_preset_groups_counts_the_groups_a_default_fit_learns_from():
+    """Known answers: Sleepstudy has 18 subjects. `within` keeps all 18 in training, of which
+    max(round(0.2 * 18), 4) = 4 are held for early stopping; `new` holds round(0.2 * 18) = 4
+    subjects out, leaving 14, of which max(round(2.8), 4) = 4 validate and 10 train."""
+    from cxvae.table_bench import preset_groups
+
+    assert preset_groups("sleepstudy", "within") == dict(groups=18, valid=4, train=14)
+    assert preset_groups("sleepstudy", "new", split_seed=3) == dict(groups=14, valid=4, train=10)
