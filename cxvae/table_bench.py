@@ -34,7 +34,7 @@ from .data import DataError
 from .mixed import MixedModel, fit_mixed
 from .store import append_row, append_rows_once, write_csv, write_json
 from .frames import column_names, read_rdataset, split_by_group, split_within_groups
-from .tabular import GroupModel, fit, n_valid_groups
+from .tabular import GroupModel, fit, fraction_inside, n_valid_groups
 
 __all__ = ["TableSpec", "DATASETS", "CLASSICAL", "SPLIT_KINDS", "load_table", "split_table", "run_repeated",
            "interval_coverage", "coverage_by_table", "preset_groups", "paired_differences", "best_against_best", "run_benchmark", "run_into", "resume_rows", "summarise",
@@ -290,8 +290,6 @@ def interval_coverage(model, hold: pd.DataFrame, response: str, levels: Sequence
     ``coverage_50``, ``coverage_80``, ``coverage_95``. A preset's moments are those of
     :meth:`cxvae.tabular.GroupModel.predict` (calibrated; a new group's row given the group's other
     held-out rows); a classical model's its ``predictive`` (a new group's row from the marginal)."""
-    from scipy import stats
-
     if isinstance(model, GroupModel):
         pred = model.predict(hold, return_var=True)
         mean, var = pred[response].to_numpy(), pred[f"{response}_var"].to_numpy()
@@ -300,8 +298,7 @@ def interval_coverage(model, hold: pd.DataFrame, response: str, levels: Sequence
         mean, var = pred["mean"].to_numpy(), pred["var"].to_numpy()
     else:
         mean, var = model.predictive(hold)
-    z = np.abs(hold[response].to_numpy(float) - mean) / np.sqrt(var)
-    return {f"coverage_{round(100 * a)}": float((z <= stats.norm.ppf(0.5 + a / 2)).mean()) for a in levels}
+    return {f"coverage_{round(100 * a)}": fraction_inside(hold[response], mean, var, a) for a in levels}
 
 
 #: The columns that name one row of :func:`run_repeated`'s folder.

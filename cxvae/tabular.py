@@ -56,7 +56,7 @@ from .train import resolve_device, train
 __all__ = [
     "RowIndex", "groups_from_dataframe", "split_within_groups", "split_by_group",
     "load_exam", "load_soybean", "GroupModel", "fit", "predictive_log_density", "predictive_moments",
-    "nearest_centroid_accuracy", "group_structure", "coverage", "load", "default_batch_size",
+    "nearest_centroid_accuracy", "group_structure", "coverage", "fraction_inside", "load", "default_batch_size",
     "default_max_steps", "n_valid_groups",
 ]
 
@@ -931,8 +931,6 @@ def coverage(model: GroupModel, df: pd.DataFrame, levels: Sequence[float] = (0.5
         fraction of rows inside), ``rows``, and ``se`` (the binomial standard error of
         ``coverage`` at the nominal level, ``sqrt(a (1 - a) / rows)``).
     """
-    from scipy import stats
-
     levels = [float(a) for a in (levels if isinstance(levels, (list, tuple, np.ndarray)) else [levels])]
     if not levels or not all(0.0 < a < 1.0 for a in levels):
         raise ConfigError(f"levels must be fractions strictly between 0 and 1; got {levels}")
@@ -946,14 +944,23 @@ def coverage(model: GroupModel, df: pd.DataFrame, levels: Sequence[float] = (0.5
         for col in model.values:
             x = df[col].to_numpy(float)[at]
             ok = np.isfinite(x)
-            z = np.abs(x[ok] - pred[col].to_numpy()[at][ok]) / np.sqrt(pred[f"{col}_var"].to_numpy()[at][ok])
             for a in levels:
                 n = int(ok.sum())
                 if n:
-                    inside = float((z <= stats.norm.ppf(0.5 + a / 2)).mean())
+                    inside = fraction_inside(x[ok], pred[col].to_numpy()[at][ok], pred[f"{col}_var"].to_numpy()[at][ok], a)
                     rows.append(dict(case=case, value=col, level=a, coverage=inside, rows=n,
                                      se=math.sqrt(a * (1 - a) / n)))
     return pd.DataFrame(rows, columns=["case", "value", "level", "coverage", "rows", "se"])
+
+
+def fraction_inside(values, mean, var, level: float) -> float:
+    """The fraction of ``values (n,)`` inside their central normal interval of ``level``,
+    ``mean ± z sqrt(var)`` with ``z`` the standard normal's ``(1 + level) / 2`` quantile
+    (``mean, var (n,)``): the coverage of those intervals."""
+    from scipy import stats
+
+    z = np.abs(np.asarray(values, float) - np.asarray(mean, float)) / np.sqrt(np.asarray(var, float))
+    return float((z <= stats.norm.ppf(0.5 + level / 2)).mean())
 
 
 # ---------------------------------------------------------------------------------------------

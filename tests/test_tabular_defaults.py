@@ -284,3 +284,13 @@ def test_scoring_training_rows_is_warned_about():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model.holdout_nll(hold)
+
+
+def test_fraction_inside_known_answers():
+    """mean 0, sd 2: the 95% interval is ±3.92 and the 50% one ±1.35 (z = 1.95996, 0.67449)."""
+    from cxvae.tabular import fraction_inside
+
+    values = np.array([0.0, 1.0, -2.0, 3.9, -3.95, 10.0])
+    assert fraction_inside(values, np.zeros(6), np.full(6, 4.0), 0.95) == 4 / 6
+    assert fraction_inside(values, np.zeros(6), np.full(6, 4.0), 0.5) == 2 / 6
+    assert fraction_inside(values + 5, np.full(6, 5.0), np.full(6, 4.0), 0.95) == 4 / 6  # shift-invariant
