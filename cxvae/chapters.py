@@ -27,7 +27,7 @@ import pandas as pd
 from .strength import MAIN_PRESETS
 
 __all__ = ["RESULTS", "SCRATCH", "scratch_folder", "load_or_run", "load_or_run_strength", "load_or_run_real_data",
-           "load_or_run_table_bench", "load_repeated", "load_or_decompose", "load_or_run_budget", "load_or_run_preset",
+           "load_or_run_table_bench", "load_repeated", "load_held_back", "load_or_decompose", "load_or_run_budget", "load_or_run_preset",
            "load_or_run_table_long", "load_or_amortise"]
 
 RESULTS = "../results"  # the committed results, seen from book/
@@ -186,6 +186,26 @@ def load_repeated(recompute: bool = False, smoke: bool = True, results_root=RESU
     runs = pd.read_csv(folder / "runs.csv")
     config = json.loads((folder / "config.json").read_text())
     return dict(runs=runs, config=config, folder=str(folder))
+
+
+def load_held_back(recompute: bool = False, smoke: bool = True, results_root=RESULTS, scratch_root=None) -> dict:
+    """What chapter 9 calls for the cost of the groups ``fit`` holds back
+    (:func:`cxvae.table_bench.run_held_back`): the committed folder ``results_root/held_back``
+    (made by the command in its ``config.json``) or, with ``recompute``, a fresh one in the scratch
+    folder: at smoke scale Sleepstudy's new-group split, the gvae preset and 2 splits; otherwise
+    the committed command's pairs, both presets and 10 splits. Returns ``runs``, ``config`` and ``folder``."""
+    from .table_bench import run_held_back
+
+    if recompute:
+        folder = scratch_folder(scratch_root) / f"held_back-{'smoke' if smoke else 'full'}"
+        pairs, presets = (["sleepstudy:new"], ["gvae"]) if smoke else (["sleepstudy:new", "orthodont:within"], ["cxvae", "gvae"])
+        seeds = [0, 1] if smoke else list(range(10))
+        run_held_back(folder, pairs, presets, seeds, progress=False,
+                      command=f"cxvae.table_bench.run_held_back({str(folder)!r}, {pairs}, {presets}, {seeds})")
+    else:
+        folder = Path(results_root) / "held_back"
+    return dict(runs=pd.read_csv(folder / "runs.csv"), config=json.loads((folder / "config.json").read_text()),
+                folder=str(folder))
 
 
 # ---------------------------------------------------------------------------------------------

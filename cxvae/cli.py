@@ -1,6 +1,6 @@
 """The ``cxvae`` command line: ``cxvae train``, ``cxvae evaluate``, ``cxvae sweep``, ``cxvae oracle``,
 ``cxvae summary``, ``cxvae gap``, ``cxvae decompose``, ``cxvae strength``, ``cxvae bench``, ``cxvae merge``,
-``cxvae rescore``, ``cxvae check``, ``cxvae table-bench`` and ``cxvae table-splits``. ``cxvae sweep`` and ``cxvae strength`` train in this
+``cxvae rescore``, ``cxvae check``, ``cxvae table-bench``, ``cxvae table-splits`` and ``cxvae held-back``. ``cxvae sweep`` and ``cxvae strength`` train in this
 process or, with ``--engine ray``, on a Ray cluster (:mod:`cxvae.engine`).
 
 Run ``cxvae COMMAND --help`` for the options of each command.
@@ -280,6 +280,21 @@ def _cmd_table_splits(args) -> int:
     return 0
 
 
+def _cmd_held_back(args) -> int:
+    import shlex
+
+    from .runner import parse_seeds
+    from .table_bench import held_back_gain, run_held_back
+
+    command = (f"cxvae held-back --pairs {args.pairs} --presets {args.presets} --splits {args.splits} "
+               f"--out {shlex.quote(str(args.out))}")
+    runs = run_held_back(args.out, args.pairs.split(","), args.presets.split(","), parse_seeds(args.splits),
+                         command=command, progress=not args.quiet)
+    print("held-out NLL on all training groups minus at the defaults (nats a row; mean over splits, 95% t-interval):")
+    print(held_back_gain(runs).round(4).to_string(index=False))
+    return 0
+
+
 def _cmd_table_bench(args) -> int:
     import shlex
 
@@ -415,6 +430,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results/table_splits")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_table_splits)
+
+    p = sub.add_parser("held-back", help="what the groups fit holds back for early stopping cost: each preset at its "
+                       "defaults against the same preset fitted on all training groups for as many steps")
+    p.add_argument("--pairs", default="sleepstudy:new,orthodont:within", help="comma-separated TABLE:KIND")
+    p.add_argument("--presets", default="cxvae,gvae")
+    p.add_argument("--splits", default="0-9", help="split seeds, e.g. 0-9 (default: 10 splits)")
+    p.add_argument("--out", default="results/held_back")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_held_back)
 
     p = sub.add_parser("check", help="a study folder's health: its runs, damaged rows (exit 1) and missing files")
     p.add_argument("folder", help="a study folder with runs.csv (e.g. results/paper)")

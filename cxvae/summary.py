@@ -15,7 +15,19 @@ import pandas as pd
 
 from .metrics import METRICS
 
-__all__ = ["summarise", "compare_to"]
+__all__ = ["summarise", "compare_to", "mean_interval"]
+
+
+def mean_interval(values, level: float = 0.95) -> tuple:
+    """``(mean, lo, hi)`` of ``values (n,)`` with the ``level`` Student-t interval of the mean,
+    ``mean ± t_{(1 + level) / 2, n - 1} sd / sqrt(n)`` (NaN ends for fewer than 2 values): how the
+    book reports a difference paired over splits."""
+    from scipy import stats
+
+    d = np.asarray(values, dtype=float)
+    n = len(d)
+    half = stats.t.ppf((1 + level) / 2, n - 1) * d.std(ddof=1) / np.sqrt(n) if n > 1 else np.nan
+    return float(d.mean()) if n else np.nan, float(d.mean() - half) if n else np.nan, float(d.mean() + half) if n else np.nan
 
 
 def _bootstrap_median_interval(values: np.ndarray, n_boot: int, rng: np.random.Generator, level: float = 0.95):

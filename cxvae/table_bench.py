@@ -33,11 +33,12 @@ from .config import ConfigError, PRESETS, require_int
 from .data import DataError
 from .mixed import MixedModel, fit_mixed
 from .store import append_row, append_rows_once, write_csv, write_json
+from .summary import mean_interval
 from .frames import column_names, read_rdataset, split_by_group, split_within_groups
 from .tabular import GroupModel, fit, fraction_inside, n_valid_groups
 
 __all__ = ["TableSpec", "DATASETS", "CLASSICAL", "SPLIT_KINDS", "load_table", "split_table", "run_repeated",
-           "interval_coverage", "coverage_by_table", "preset_groups", "paired_differences", "best_against_best", "run_benchmark", "run_into", "resume_rows", "summarise",
+           "interval_coverage", "coverage_by_table", "preset_groups", "run_held_back", "held_back_gain", "paired_differences", "best_against_best", "run_benchmark", "run_into", "resume_rows", "summarise",
            "write_results"]
 
 
@@ -391,12 +392,75 @@ def run_repeated(out, tables: Sequence[str], models: Sequence[str], split_seeds:
     return pd.read_csv(path)
 
 
+def run_held_back(out, pairs: Sequence[str], presets: Sequence[str], split_seeds: Sequence[int] = tuple(range(10)),
+                  command: str = "", progress: bool = True) -> pd.DataFrame:
+    """What the groups that ``fit`` holds back cost a preset: per ``pairs`` entry ``"table:kind"``,
+    preset and split seed, the default fit (early stopping and calibration on the held-back
+    groups, as :func:`run_repeated`) and the same preset fitted on *all* training groups for the
+    same number of optimiser steps as the default fit's kept weights (``best_step``; same batch
+    size, no validation, hence no early stopping). Both held-out NLLs go into ``out/runs.csv``
+    (resumable; rows: ``table, split, split_seed, model, nll_default, nll_all_groups, groups,
+    valid, best_step, steps_all_groups``) beside ``config.json`` with the commands and provenance.
+    Our diagnostic for chapter 9's two clearly worse pairs; it changes no default."""
+    import torch
+    from tqdm import tqdm
+
+    from .runner import provenance
+
+    jobs = []
+    for pair in column_names(pairs):
+        name, _, kind = pair.partition(":")
+        if name not in DATASETS or kind not in SPLIT_KINDS:
+            raise ConfigError(f"a pair is TABLE:KIND with a table of {list(DATASETS)} and a kind of {SPLIT_KINDS}; "
+                              f"got {pair!r}")
+        jobs += [(name, kind, p, require_int("split seed", s, 0)) for p in column_names(presets) for s in split_seeds]
+    unknown = [p for p in presets if p not in PRESETS]
+    if unknown:
+        raise ConfigError(f"unknown preset(s) {unknown}; choose from {list(PRESETS)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path, config_path = out / "runs.csv", out / "config.json"
+    config = json.loads(config_path.read_text()) if config_path.exists() else {}
+    config["commands"] = list(dict.fromkeys([*config.get("commands", []), *([command] if command else [])]))
+    config["provenance"] = provenance(torch.device("cpu"))
+    write_json(config_path, config, sort_keys=True)
+    done = set()
+    if path.exists():
+        have = pd.read_csv(path)
+        done = set(zip(have.table, have.split, have.split_seed.astype(int), have.model))
+    for name, kind, preset, seed in tqdm([j for j in jobs if (j[0], j[1], j[3], j[2]) not in done],
+                                         desc=f"held-back {out}", disable=not progress):
+        spec = DATASETS[name]
+        train, hold = split_table(load_table(name), spec, kind, seed)
+        default = _fit_model(preset, train, spec, [spec.covariate] if spec.covariate else [], seed)
+        batch = default.training["batch_size"]
+        per_epoch = -(-train[spec.group].nunique() // batch)
+        epochs = -(-default.training["best_step"] // per_epoch)
+        everything = fit(train, spec.group, spec.response, covariates=[spec.covariate] if spec.covariate else [],
+                         preset=preset, seed=seed, epochs=epochs, batch_size=batch, progress=False)
+        append_rows_once(path, [dict(table=name, split=kind, split_seed=seed, model=preset,
+                                     nll_default=float(-default.log_density(hold).mean()),
+                                     nll_all_groups=float(-everything.log_density(hold).mean()),
+                                     groups=int(train[spec.group].nunique()), valid=len(default.training["valid_groups"]),
+                                     best_step=default.training["best_step"], steps_all_groups=epochs * per_epoch)],
+                         ROW_KEY)
+    return pd.read_csv(path)
+
+
+def held_back_gain(runs: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """Per (table, split kind, preset) of :func:`run_held_back`'s rows: ``n_splits`` and the mean
+    over splits of ``nll_all_groups - nll_default`` with its ``level`` t-interval (negative: learning
+    from the held-back groups too predicts better)."""
+    rows = [dict(table=t, split=k, model=m, n_splits=len(b), **dict(zip(("mean", "lo", "hi"), mean_interval(
+                 b.nll_all_groups - b.nll_default, level))))
+            for (t, k, m), b in runs.groupby(["table", "split", "model"], sort=False)]
+    return pd.DataFrame(rows, columns=["table", "split", "model", "n_splits", "mean", "lo", "hi"])
+
+
 def paired_differences(runs: pd.DataFrame, model: str, baselines: Sequence[str], level: float = 0.95) -> pd.DataFrame:
     """``model``'s held-out NLL minus each baseline's, paired by split: per (table, split kind,
     baseline) the number of splits both have, the mean difference and its ``level`` t-interval
     over splits (negative: ``model`` is better), and the mean difference of the median rows."""
-    from scipy import stats
-
     rows = []
     wide = runs.pivot_table(index=["table", "split", "split_seed"], columns="model", values=["nll", "nll_median_row"])
     for (table, split), block in wide.groupby(level=["table", "split"], sort=False):
@@ -408,9 +472,8 @@ def paired_differences(runs: pd.DataFrame, model: str, baselines: Sequence[str],
             n = len(d)
             if n == 0:  # the model was not run on this table (or every fit failed): nothing to pair
                 continue
-            half = (stats.t.ppf((1 + level) / 2, n - 1) * d.std(ddof=1) / np.sqrt(n)) if n > 1 else np.nan
-            rows.append(dict(table=table, split=split, model=model, baseline=base, n_splits=n, mean=d.mean(),
-                             lo=d.mean() - half, hi=d.mean() + half,
+            mean, lo, hi = mean_interval(d, level)
+            rows.append(dict(table=table, split=split, model=model, baseline=base, n_splits=n, mean=mean, lo=lo, hi=hi,
                              median_row_mean=dm.mean() if len(dm) else np.nan))
     return pd.DataFrame(rows)
 

@@ -115,3 +115,40 @@ def test_preset_groups_counts_the_groups_a_default_fit_learns_from():
 
     assert preset_groups("sleepstudy", "within") == dict(groups=18, valid=4, train=14)
     assert preset_groups("sleepstudy", "new", split_seed=3) == dict(groups=14, valid=4, train=10)
+
+
+def test_held_back_diagnostic_fits_all_groups_for_the_default_fits_steps(tmp_path, capsys):
+    """cxvae held-back: one row per (pair, preset, split) with both NLLs; the all-groups fit runs
+    the default fit's kept steps rounded up to whole passes over the 14 training groups (a pass is
+    one step at the default batch of 16); a rerun fits nothing; a malformed pair is one line."""
+    from cxvae.cli import main
+    from cxvae.config import ConfigError
+    from cxvae.table_bench import run_held_back
+
+    out = tmp_path / "held"
+    assert main(["held-back", "--pairs", "sleepstudy:new", "--presets", "gvae", "--splits", "3", "--out", str(out),
+                 "--quiet"]) == 0
+    assert "all training groups minus at the defaults" in capsys.readouterr().out
+    runs = pd.read_csv(out / "runs.csv")
+    row = runs.iloc[0]
+    assert len(runs) == 1 and (row.groups, row.valid) == (14, 4)
+    assert row.steps_all_groups == row.best_step and np.isfinite([row.nll_default, row.nll_all_groups]).all()
+    config = json.loads((out / "config.json").read_text())
+    assert config["commands"][0].startswith("cxvae held-back --pairs sleepstudy:new") and "git_commit" in config["provenance"]
+    before = (out / "runs.csv").read_text()
+    run_held_back(out, ["sleepstudy:new"], ["gvae"], [3], progress=False)
+    assert (out / "runs.csv").read_text() == before
+    with pytest.raises(ConfigError, match="a pair is TABLE:KIND"):
+        run_held_back(out, ["sleepstudy-new"], ["gvae"], [3], progress=False)
+
+
+def test_held_back_gain_is_the_mean_paired_difference_with_its_t_interval():
+    """Known answer: differences 0.1, 0.2, 0.3 have mean 0.2, sd 0.1 and t_{0.975, 2} = 4.3027,
+    so the interval is 0.2 ± 0.2484."""
+    from cxvae.table_bench import held_back_gain
+
+    runs = pd.DataFrame(dict(table="t", split="new", model="gvae", split_seed=[0, 1, 2], nll_default=[1.0, 2.0, 3.0],
+                             nll_all_groups=[1.1, 2.2, 3.3]))
+    row = held_back_gain(runs).iloc[0]
+    assert row.n_splits == 3 and row["mean"] == pytest.approx(0.2)
+    assert (row.lo, row.hi) == pytest.approx((0.2 - 0.24841, 0.2 + 0.24841), abs=1e-5)
