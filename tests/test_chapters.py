@@ -59,7 +59,7 @@ def test_the_results_paths_are_defined_once_in_cxvae_chapters(monkeypatch):
     monkeypatch.setenv("CXVAE_SCRATCH", "/somewhere")
     assert chapters.scratch_folder() == Path("/somewhere") and chapters.scratch_folder("here") == Path("here")
     helpers = [getattr(chapters, n) for n in chapters.__all__ if n.startswith("load_")]
-    assert len(helpers) == 10
+    assert len(helpers) == 11  # the ten of chapters 2-11, and chapter 9's held-back diagnostic (load_held_back)
     for helper in helpers:
         assert inspect.signature(helper).parameters["results_root"].default == chapters.RESULTS, helper.__name__
 
